@@ -1,0 +1,27 @@
+"""speech-hands: self-reflection routing for speech recognition and audio reasoning.
+
+The public surface is small: :class:`SpeechHands` (the agent), :class:`AgentConfig`, and the result
+types. Everything else lives in sub-packages (``tools``, ``graphs``, ``reflection``, ``evals``).
+"""
+
+from speech_hands.agent import AgentConfig, SpeechHands, StreamEvent
+from speech_hands.errors import AudioError, ConfigurationError, SpeechHandsError
+from speech_hands.types import Action, AgentResult, AudioRef, Hypothesis, Reflection, ToolOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "AgentConfig",
+    "AgentResult",
+    "AudioError",
+    "AudioRef",
+    "ConfigurationError",
+    "Hypothesis",
+    "Reflection",
+    "SpeechHands",
+    "SpeechHandsError",
+    "StreamEvent",
+    "ToolOutput",
+    "__version__",
+]

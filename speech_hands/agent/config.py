@@ -1,0 +1,47 @@
+"""Agent settings: plain data, validated once, shared by the Python API and the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from speech_hands.audio import MAX_DURATION_S
+
+MEMORY = ":memory:"
+
+
+def default_trace_db() -> Path:
+    """Where traces go unless told otherwise: ``$SPEECH_HANDS_TRACE_DB``, else
+    ``$SPEECH_HANDS_HOME/traces.sqlite``, else ``~/.cache/speech_hands/traces.sqlite``."""
+    if env := os.environ.get("SPEECH_HANDS_TRACE_DB"):
+        return Path(env).expanduser()
+    home = os.environ.get("SPEECH_HANDS_HOME") or os.environ.get("SPEECH_HANDS_CACHE")
+    base = Path(home).expanduser() if home else Path.home() / ".cache" / "speech_hands"
+    return base / "traces.sqlite"
+
+
+class AgentConfig(BaseModel):
+    """How the routing graph behaves. Every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_best: int = Field(default=5, ge=1, le=32, description="hypotheses requested from each ASR tool")
+    k_samples: int = Field(
+        default=1, ge=1, le=64, description="reflection draws; >1 turns on majority sampling (vote node)"
+    )
+    max_rewrites: int = Field(default=1, ge=0, le=8, description="bound of the rewrite -> reflect loop")
+    weighted_vote: bool = Field(default=True, description="weight majority votes by action probability")
+    tool_timeout_s: float | None = Field(default=300.0, gt=0, description="per-tool time limit (None: none)")
+    seed: int = Field(default=0, description="seed for majority-sampling draws")
+    max_audio_s: float = Field(default=MAX_DURATION_S, gt=0, description="longest accepted input, seconds")
+    trace_db: str | None = Field(
+        default=None, description="SQLite file for traces; ':memory:' keeps them in memory; None: default path"
+    )
+    max_workers: int = Field(default=8, ge=1, description="threads for tool calls (timeouts run here)")
+
+    def resolved_trace_db(self) -> str:
+        if self.trace_db == MEMORY:
+            return MEMORY
+        return str(Path(self.trace_db).expanduser() if self.trace_db else default_trace_db())

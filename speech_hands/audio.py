@@ -1,0 +1,229 @@
+"""Loading, validating and normalising audio, and the per-process audio cache.
+
+Every backend gets mono float32 audio at 16 kHz. Files are decoded with PyAV (FFmpeg's libraries,
+shipped in the ``av`` wheel, so no ``ffmpeg`` binary is needed), which also resamples (e.g. 8 kHz
+telephone audio) and downmixes (stereo) in one pass through libswresample.
+
+Bad input is turned into :class:`~speech_hands.errors.AudioError` with a message that says what is
+wrong and what to do. The documented behaviours:
+
+- missing path, a directory, an empty (0-byte) file, a file FFmpeg cannot decode (corrupt or not
+  audio), or a file that decodes to zero samples: ``AudioError``.
+- longer than ``max_duration_s`` (default 1 hour): ``AudioError`` before decoding the whole file.
+  Audio longer than one 30 s Whisper window is chunked by the Whisper backend.
+- all-silent audio (peak below ``SILENCE_PEAK``): loads fine and is flagged ``AudioRef.silent``; the
+  graph then skips perception and returns an empty answer with ``skipped_reason`` (Whisper is known
+  to hallucinate text on silence, so nothing is better than something here).
+
+Raw samples never enter graph state: :class:`AudioStore` caches them by sha256, and reloads from the
+file when a cache misses (e.g. a trace resumed in another process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from speech_hands.errors import AudioError
+from speech_hands.tools.base import SAMPLE_RATE, AudioInput
+from speech_hands.types import AudioRef
+
+log = logging.getLogger(__name__)
+
+#: Longest input accepted by default (seconds). Override per call or with ``SpeechHands(max_audio_s=...)``.
+MAX_DURATION_S = 3600.0
+#: Peak amplitude (full scale = 1.0) under which a file counts as silent (about -80 dBFS).
+SILENCE_PEAK = 1e-4
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_array(samples: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
+
+
+def is_silent(samples: np.ndarray, peak: float = SILENCE_PEAK) -> bool:
+    return samples.size == 0 or float(np.max(np.abs(samples))) < peak
+
+
+def _probe(path: Path) -> tuple[int | None, int | None, float | None]:
+    """Sample rate, channel count and duration from the container, without decoding the audio."""
+    import av
+
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: the file has no audio stream (is it an audio file?)")
+            stream = container.streams.audio[0]
+            duration = None
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / 1_000_000
+            channels = getattr(stream, "channels", None) or getattr(stream.layout, "nb_channels", None)
+            return stream.rate or stream.sample_rate, channels, duration
+    except AudioError:
+        raise
+    except Exception as exc:  # av.error.InvalidDataError and friends
+        raise AudioError(
+            f"{path}: cannot read audio ({type(exc).__name__}: {exc}). The file is corrupt or not an "
+            "audio format FFmpeg knows; convert it to WAV/FLAC and retry."
+        ) from exc
+
+
+def _decode(path: Path) -> np.ndarray:
+    """Decode a whole file to mono float32 at 16 kHz with libswresample."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except Exception as exc:
+        raise AudioError(
+            f"{path}: decoding failed ({type(exc).__name__}: {exc}); the file is corrupt or truncated."
+        ) from exc
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def resample_array(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Downmix (``(n, channels)`` arrays) and resample an in-memory array to mono 16 kHz."""
+    import av
+
+    data = np.asarray(samples, dtype=np.float32)
+    if data.ndim == 2:
+        data = data.mean(axis=1) if data.shape[1] <= data.shape[0] else data.mean(axis=0)
+    if data.ndim != 1:
+        raise AudioError(f"audio array must be 1-D or (samples, channels); got shape {samples.shape}")
+    if sample_rate == SAMPLE_RATE or data.size == 0:
+        return np.ascontiguousarray(data)
+    frame = av.AudioFrame.from_ndarray(data.reshape(1, -1), format="flt", layout="mono")
+    frame.sample_rate = sample_rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    parts = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
+
+
+def load_audio(
+    source: str | Path,
+    *,
+    utterance_id: str | None = None,
+    max_duration_s: float = MAX_DURATION_S,
+) -> AudioInput:
+    """Load a file as mono 16 kHz float32 with its :class:`AudioRef`; raise ``AudioError`` on bad input."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise AudioError(f"audio file not found: {path}")
+    if path.is_dir():
+        raise AudioError(f"{path} is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path} is empty (0 bytes)")
+    sample_rate, channels, duration = _probe(path)
+    if duration is not None and duration > max_duration_s:
+        raise AudioError(
+            f"{path} lasts {duration:.0f} s, over the limit of {max_duration_s:.0f} s; split it, or raise "
+            "max_audio_s if you have the memory and time (long audio is chunked into 30 s windows)."
+        )
+    samples = _decode(path)
+    if samples.size == 0:
+        raise AudioError(f"{path} decodes to no audio samples (empty recording)")
+    true_duration = samples.size / SAMPLE_RATE
+    if true_duration > max_duration_s:
+        raise AudioError(f"{path} lasts {true_duration:.0f} s, over the limit of {max_duration_s:.0f} s")
+    ref = AudioRef(
+        id=utterance_id or path.stem,
+        path=str(path.resolve()),
+        sha256=sha256_file(path),
+        duration_s=round(true_duration, 4),
+        sample_rate=sample_rate,
+        channels=channels,
+        silent=is_silent(samples),
+    )
+    return AudioInput(ref=ref, samples=samples)
+
+
+def audio_from_array(
+    samples: np.ndarray, sample_rate: int, *, utterance_id: str = "array", max_duration_s: float = MAX_DURATION_S
+) -> AudioInput:
+    """Wrap an in-memory array (any rate, mono or ``(samples, channels)``) as an input."""
+    data = resample_array(samples, sample_rate)
+    if data.size == 0:
+        raise AudioError("the audio array is empty")
+    if not np.all(np.isfinite(data)):
+        raise AudioError("the audio array holds NaN or infinite values")
+    duration = data.size / SAMPLE_RATE
+    if duration > max_duration_s:
+        raise AudioError(f"the audio lasts {duration:.0f} s, over the limit of {max_duration_s:.0f} s")
+    ref = AudioRef(
+        id=utterance_id,
+        path=None,
+        sha256=sha256_array(data),
+        duration_s=round(duration, 4),
+        sample_rate=sample_rate,
+        channels=1 if np.asarray(samples).ndim == 1 else int(np.asarray(samples).shape[-1]),
+        silent=is_silent(data),
+    )
+    return AudioInput(ref=ref, samples=data)
+
+
+def virtual_audio(utterance_id: str) -> AudioInput:
+    """A reference with no audio, for routing over recorded tool outputs (replay)."""
+    return AudioInput(ref=AudioRef(id=utterance_id), samples=None)
+
+
+class AudioStore:
+    """Thread-safe LRU cache of decoded audio keyed by sha256 (the only place raw samples live)."""
+
+    def __init__(self, max_items: int = 64, max_duration_s: float = MAX_DURATION_S) -> None:
+        self._items: OrderedDict[str, AudioInput] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_items = max_items
+        self.max_duration_s = max_duration_s
+
+    def put(self, audio: AudioInput) -> AudioRef:
+        if audio.ref.sha256 is not None:
+            with self._lock:
+                self._items[audio.ref.sha256] = audio
+                self._items.move_to_end(audio.ref.sha256)
+                while len(self._items) > self.max_items:
+                    self._items.popitem(last=False)
+        return audio.ref
+
+    def get(self, ref: AudioRef) -> AudioInput:
+        """The decoded audio for ``ref``; reloads from ``ref.path`` when not cached."""
+        if ref.sha256 is None:
+            return AudioInput(ref=ref, samples=None)
+        with self._lock:
+            hit = self._items.get(ref.sha256)
+            if hit is not None:
+                self._items.move_to_end(ref.sha256)
+                return AudioInput(ref=ref, samples=hit.samples)
+        if ref.path is None:
+            raise AudioError(
+                f"audio {ref.id!r} was given as an array and is no longer cached in this process; "
+                "pass a file path to make traces resumable elsewhere"
+            )
+        loaded = load_audio(ref.path, utterance_id=ref.id, max_duration_s=self.max_duration_s)
+        if loaded.ref.sha256 != ref.sha256:
+            raise AudioError(f"{ref.path} changed since it was first loaded (sha256 differs)")
+        self.put(loaded)
+        return AudioInput(ref=ref, samples=loaded.samples)

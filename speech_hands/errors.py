@@ -1,0 +1,23 @@
+"""One exception family for errors a user can act on; each message names the fix."""
+
+from __future__ import annotations
+
+
+class SpeechHandsError(Exception):
+    """Base class: something the user can fix (bad input, bad configuration, missing extra)."""
+
+
+class AudioError(SpeechHandsError):
+    """The audio file is missing, unreadable, not audio, empty, or too long."""
+
+
+class ConfigurationError(SpeechHandsError):
+    """The agent was assembled with settings or backends that cannot work together."""
+
+
+class ToolFailure(SpeechHandsError):
+    """A tool raised or timed out. The graph records it in the trace and carries on without it."""
+
+
+class ModelOutputError(SpeechHandsError):
+    """A model produced output that cannot be parsed (e.g. no action token)."""

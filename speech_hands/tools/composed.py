@@ -1,0 +1,53 @@
+"""An omni backend assembled from parts: an internal predictor, a reflection policy and a rewriter.
+
+The paper's omni model does all three in one network. Offline on a CPU we have no such model, so the
+embedded default composes the role: Whisper base predicts, a policy emits the first-token action, and
+a rewrite strategy re-derives the answer from all candidates. A real omni backend (Qwen2.5-Omni)
+implements :class:`~speech_hands.tools.base.OmniBackend` directly and replaces this object whole.
+"""
+
+from __future__ import annotations
+
+from speech_hands.tools.base import (
+    ASRBackend,
+    AudioInput,
+    CaptionBackend,
+    ReflectionInput,
+    ReflectionPolicy,
+    RewriteStrategy,
+)
+from speech_hands.types import Hypothesis, Reflection, ToolKind
+
+
+class ComposedOmni:
+    """``predict`` from ``predictor``, ``reflect`` from ``policy``, ``rewrite`` from ``rewriter``."""
+
+    def __init__(
+        self,
+        predictor: ASRBackend | CaptionBackend,
+        policy: ReflectionPolicy,
+        rewriter: RewriteStrategy,
+        *,
+        name: str | None = None,
+        n_best: int = 5,
+    ) -> None:
+        self.predictor = predictor
+        self.policy = policy
+        self.rewriter = rewriter
+        self.n_best = n_best
+        self.kind: ToolKind = "asr" if hasattr(predictor, "transcribe") else "answer"
+        self.name = name or predictor.name
+
+    def predict(self, audio: AudioInput, question: str | None = None) -> list[Hypothesis]:
+        if hasattr(self.predictor, "transcribe"):
+            return self.predictor.transcribe(audio, n_best=self.n_best)  # type: ignore[union-attr]
+        return self.predictor.caption(audio, question)  # type: ignore[union-attr]
+
+    def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
+        return self.policy.reflect(inp, sample=sample)
+
+    def rewrite(self, inp: ReflectionInput) -> Hypothesis:
+        return self.rewriter.rewrite(inp)
+
+    def describe(self) -> dict[str, str]:
+        return {"predictor": self.predictor.name, "policy": self.policy.name, "rewriter": self.rewriter.name}

@@ -1,0 +1,105 @@
+"""Perception backends as langchain-core tools.
+
+Each perception source (the omni model's own prediction, every external ASR / caption tool) becomes a
+``StructuredTool`` with a pydantic argument schema, so the same objects can be handed to any
+LangChain-compatible agent, listed, described, and invoked with JSON. The tool takes an
+:class:`~speech_hands.types.AudioRef` (never raw audio), fetches the samples from the
+:class:`~speech_hands.audio.AudioStore`, runs the backend and returns a
+:class:`~speech_hands.types.ToolOutput` as JSON-ready data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field
+
+from speech_hands.audio import AudioStore
+from speech_hands.tools.base import ASRBackend, AudioInput, CaptionBackend, OmniBackend
+from speech_hands.types import AudioRef, Hypothesis, ToolKind, ToolOutput, ToolRole
+
+
+class PerceptionRequest(BaseModel):
+    """Arguments of every perception tool."""
+
+    audio: AudioRef = Field(description="reference to the audio (path + sha256); raw audio is never passed")
+    question: str | None = Field(default=None, description="question about the audio (AudioQA), if any")
+    n_best: int = Field(default=5, ge=1, le=32, description="how many hypotheses an ASR tool should return")
+
+
+@dataclass(frozen=True)
+class PerceptionTool:
+    """A langchain-core tool plus what the graph needs to know about it."""
+
+    tool: StructuredTool
+    role: ToolRole
+    kind: ToolKind
+
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+
+def _runner(
+    name: str, role: ToolRole, kind: ToolKind, store: AudioStore, call: Callable[[AudioInput, PerceptionRequest], list[Hypothesis]]
+) -> Callable[..., dict[str, Any]]:
+    def run(audio: AudioRef | dict, question: str | None = None, n_best: int = 5) -> dict[str, Any]:
+        request = PerceptionRequest(audio=audio, question=question, n_best=n_best)
+        started = time.perf_counter()
+        hypotheses = call(store.get(request.audio), request)
+        # Re-label source and rank so the list is consistent whatever the backend returned.
+        hypotheses = [h.model_copy(update={"source": name, "rank": i}) for i, h in enumerate(hypotheses)]
+        output = ToolOutput(
+            tool=name, role=role, kind=kind, hypotheses=hypotheses, elapsed_s=time.perf_counter() - started
+        )
+        return output.model_dump(mode="json")
+
+    return run
+
+
+def asr_tool(backend: ASRBackend, store: AudioStore, *, role: ToolRole = "external") -> PerceptionTool:
+    """An ASR backend as a tool returning its N-best list."""
+    run = _runner(backend.name, role, "asr", store, lambda a, r: backend.transcribe(a, n_best=r.n_best))
+    tool = StructuredTool.from_function(
+        func=run,
+        name=backend.name,
+        description=f"Speech recognition with {backend.name}: returns an N-best list of transcripts, best first.",
+        args_schema=PerceptionRequest,
+    )
+    return PerceptionTool(tool=tool, role=role, kind="asr")
+
+
+def caption_tool(backend: CaptionBackend, store: AudioStore, *, role: ToolRole = "external") -> PerceptionTool:
+    """A captioning / audio-QA backend as a tool returning its answer(s)."""
+    run = _runner(backend.name, role, "caption", store, lambda a, r: backend.caption(a, r.question))
+    tool = StructuredTool.from_function(
+        func=run,
+        name=backend.name,
+        description=f"Audio captioning / question answering with {backend.name}.",
+        args_schema=PerceptionRequest,
+    )
+    return PerceptionTool(tool=tool, role=role, kind="caption")
+
+
+def omni_predict_tool(omni: OmniBackend, store: AudioStore) -> PerceptionTool:
+    """The omni model's own first pass (the *internal* prediction) as a tool."""
+    run = _runner(omni.name, "internal", omni.kind, store, lambda a, r: omni.predict(a, r.question))
+    tool = StructuredTool.from_function(
+        func=run,
+        name=omni.name,
+        description=f"The omni model {omni.name}'s own prediction (internal), before reflection.",
+        args_schema=PerceptionRequest,
+    )
+    return PerceptionTool(tool=tool, role="internal", kind=omni.kind)
+
+
+def as_tool(backend: ASRBackend | CaptionBackend, store: AudioStore, *, role: ToolRole = "external") -> PerceptionTool:
+    """Wrap any ASR or caption backend by what it can do."""
+    if hasattr(backend, "caption"):  # checked first: a caption backend may also offer transcribe
+        return caption_tool(backend, store, role=role)  # type: ignore[arg-type]
+    if hasattr(backend, "transcribe"):
+        return asr_tool(backend, store, role=role)  # type: ignore[arg-type]
+    raise TypeError(f"{backend!r} is neither an ASR backend (transcribe) nor a caption backend (caption)")
