@@ -2,7 +2,7 @@
 
 Every backend gets mono float32 audio at 16 kHz. Files are decoded with PyAV (FFmpeg's libraries,
 shipped in the ``av`` wheel, so no ``ffmpeg`` binary is needed), which also resamples (e.g. 8 kHz
-telephone audio) and downmixes (stereo) in one pass through libswresample.
+telephone audio) through libswresample; multi-channel audio is downmixed by averaging the channels.
 
 Bad input is turned into :class:`~speech_hands.errors.AudioError` with a message that says what is
 wrong and what to do. The documented behaviours:
@@ -86,15 +86,17 @@ def _decode(path: Path) -> np.ndarray:
     """Decode a whole file to mono float32 at 16 kHz with libswresample."""
     import av
 
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    # Resample with the channel layout kept (planar float), then average the channels ourselves:
+    # FFmpeg's own downmix scales by 1/sqrt(2), an average keeps levels predictable.
+    resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
     chunks: list[np.ndarray] = []
     try:
         with av.open(str(path), mode="r", metadata_errors="ignore") as container:
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    chunks.append(out.to_ndarray().mean(axis=0))
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(out.to_ndarray().mean(axis=0))
     except Exception as exc:
         raise AudioError(
             f"{path}: decoding failed ({type(exc).__name__}: {exc}); the file is corrupt or truncated."

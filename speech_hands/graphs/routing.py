@@ -106,6 +106,18 @@ class RoutingGraph:
         self.executor = executor
         self.settings = settings or RoutingSettings()
 
+    @classmethod
+    def skeleton(cls) -> RoutingGraph:
+        """The graph's shape with no backends: enough to read traces back from a checkpointer or to
+        draw it, without loading any model. Running it fails."""
+        obj = cls.__new__(cls)
+        obj.omni = None  # type: ignore[assignment]
+        obj.tools = {}
+        obj.store = AudioStore()
+        obj.executor = None  # type: ignore[assignment]
+        obj.settings = RoutingSettings()
+        return obj
+
     # ----------------------------------------------------------------- helpers over state
 
     @staticmethod

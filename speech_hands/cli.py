@@ -1,0 +1,240 @@
+"""The ``speech-hands`` command line. Each command is a thin call into the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from speech_hands.errors import SpeechHandsError
+
+app = typer.Typer(
+    name="speech-hands",
+    help="Speech-Hands: self-reflection routing between an omni model's own prediction and external tools.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+SAMPLES_DIR = Path(__file__).parent / "data" / "samples"
+DEMO_SAMPLE = SAMPLES_DIR / "1688-142285-0007.flac"
+
+TraceDbOption = typer.Option(
+    None, "--trace-db", help="SQLite file for traces (default ~/.cache/speech_hands/traces.sqlite; ':memory:')"
+)
+
+
+def _agent(
+    *,
+    trace_db: str | None,
+    internal_model: str = "bundled:base",
+    external_models: list[str] | None = None,
+    replay: Path | None = None,
+    **config: Any,
+):
+    from speech_hands.agent import SpeechHands
+
+    if replay is not None:
+        return SpeechHands.from_replay(replay, trace_db=trace_db, **config)
+    return SpeechHands.default(
+        internal_model=internal_model,
+        external_models=tuple(external_models or ["bundled:tiny.en"]),
+        trace_db=trace_db,
+        **config,
+    )
+
+
+def _probs(result) -> str:
+    if result.reflection is None:
+        return "-"
+    return " ".join(f"{a.value[:3]}={p:.2f}" for a, p in result.reflection.probs.items())
+
+
+def _candidates(result, limit: int = 2) -> str:
+    lines = []
+    for output in result.candidates:
+        if output.error is not None:
+            lines.append(f"[red]{output.tool}: failed ({output.error.type})[/red]")
+            continue
+        for hyp in output.hypotheses[:limit]:
+            score = f" ({hyp.score:.2f})" if hyp.score is not None else ""
+            lines.append(f"[dim]{output.tool}#{hyp.rank}[/dim] {hyp.text}{score}")
+    return "\n".join(lines)
+
+
+def _result_table(rows: list[tuple[str, Any]]) -> Table:
+    table = Table(show_lines=True, title="Speech-Hands routing")
+    for column in ("file", "answer", "action", "P(action)", "candidates", "thread"):
+        table.add_column(column, overflow="fold")
+    for name, result in rows:
+        if isinstance(result, BaseException):
+            table.add_row(name, f"[red]{result}[/red]", "error", "-", "-", "-")
+            continue
+        action = result.action.token if result.action else f"skipped: {result.skipped_reason}"
+        table.add_row(name, result.answer, action, _probs(result), _candidates(result), result.thread_id)
+    return table
+
+
+@app.command()
+def transcribe(
+    files: list[Path] = typer.Argument(..., help="audio files (any format FFmpeg reads)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON result per line instead of a table"),
+    n_best: int = typer.Option(5, help="hypotheses per ASR tool"),
+    k_samples: int = typer.Option(1, "--k", help="reflection draws; >1 turns on majority voting"),
+    max_rewrites: int = typer.Option(1, help="bound of the rewrite loop"),
+    internal_model: str = typer.Option("bundled:base", help="faster-whisper model for the internal prediction"),
+    external_model: Optional[list[str]] = typer.Option(None, help="external ASR model(s); repeatable"),
+    replay: Optional[Path] = typer.Option(None, help="route over recorded outputs (JSONL) instead of models"),
+    trace_db: Optional[str] = TraceDbOption,
+) -> None:
+    """Transcribe FILES with the agent: perceive, reflect, route; prints answer, action and candidates."""
+    agent = _agent(
+        trace_db=trace_db,
+        internal_model=internal_model,
+        external_models=external_model,
+        replay=replay,
+        n_best=n_best,
+        k_samples=k_samples,
+        max_rewrites=max_rewrites,
+    )
+    rows: list[tuple[str, Any]] = [(str(f), None) for f in files]
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=len(files) < 2 or not err_console.is_terminal,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("routing", total=len(files))
+
+        def done(i: int, outcome: Any) -> None:
+            rows[i] = (str(files[i]), outcome)
+            progress.advance(task)
+            if as_json:
+                print(_json_line(files[i], outcome), flush=True)
+
+        agent.batch(
+            files,
+            utterance_ids=[f.stem for f in files] if replay else None,
+            return_exceptions=True,
+            on_result=done,
+        )
+    agent.close()
+    if not as_json:
+        console.print(_result_table(rows))
+        console.print("[dim]Inspect a decision: speech-hands trace THREAD[/dim]")
+    failed = [name for name, outcome in rows if isinstance(outcome, BaseException)]
+    if failed:
+        err_console.print(f"[red]{len(failed)} of {len(rows)} file(s) failed[/red]")
+        raise typer.Exit(code=1)
+
+
+def _json_line(path: Path, outcome: Any) -> str:
+    if isinstance(outcome, BaseException):
+        return json.dumps({"file": str(path), "error": f"{type(outcome).__name__}: {outcome}"})
+    data = outcome.model_dump(mode="json")
+    data["file"] = str(path)
+    return json.dumps(data)
+
+
+@app.command()
+def trace(
+    thread_id: str = typer.Argument(..., help="thread id printed by transcribe / demo"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole trace as JSON"),
+    trace_db: Optional[str] = TraceDbOption,
+) -> None:
+    """Show the decision history of one run, read back from the checkpointer (no model is run)."""
+    from speech_hands.agent.config import AgentConfig
+    from speech_hands.agent.speech_hands import open_checkpointer
+    from speech_hands.graphs.routing import RoutingGraph
+    from speech_hands.tracing.render import render_trace
+    from speech_hands.tracing.trace import read_trace
+
+    db = AgentConfig(trace_db=trace_db).resolved_trace_db()
+    if db != ":memory:" and not Path(db).exists():
+        raise SpeechHandsError(f"no trace database at {db}; run `speech-hands transcribe` first or pass --trace-db")
+    graph = RoutingGraph.skeleton().compile(checkpointer=open_checkpointer(db))
+    decision_trace = read_trace(graph, thread_id)
+    if as_json:
+        print(decision_trace.model_dump_json(indent=2))
+    else:
+        render_trace(decision_trace, console)
+
+
+@app.command()
+def threads(limit: int = typer.Option(20, help="how many"), trace_db: Optional[str] = TraceDbOption) -> None:
+    """List the most recent thread ids in the trace database."""
+    from speech_hands.agent.config import AgentConfig
+    from speech_hands.agent.speech_hands import open_checkpointer
+
+    db = AgentConfig(trace_db=trace_db).resolved_trace_db()
+    saver = open_checkpointer(db)
+    seen: dict[str, None] = {}
+    for item in saver.list(None, limit=limit * 50):
+        seen.setdefault(item.config["configurable"]["thread_id"], None)
+        if len(seen) >= limit:
+            break
+    for thread in seen:
+        console.print(thread)
+
+
+@app.command()
+def demo(
+    trace_db: Optional[str] = TraceDbOption,
+    k_samples: int = typer.Option(1, "--k", help="reflection draws; >1 turns on majority voting"),
+) -> None:
+    """Run the agent on the bundled LibriSpeech sample with the embedded offline default models."""
+    from speech_hands.tracing.render import render_result
+
+    reference = (SAMPLES_DIR / "REFERENCE.txt").read_text(encoding="utf-8").split("\t", 1)[1].strip()
+    console.print(f"[bold]Sample[/bold] {DEMO_SAMPLE.name} (LibriSpeech test-other, CC BY 4.0)")
+    with console.status("loading Whisper base (internal) and tiny.en (external) and routing..."):
+        agent = _agent(trace_db=trace_db, k_samples=k_samples)
+        result = agent.invoke(DEMO_SAMPLE)
+    render_result(result, console, reference=reference)
+    agent.close()
+
+
+@app.command()
+def graph() -> None:
+    """Print the routing state machine as Mermaid."""
+    from speech_hands.graphs.routing import RoutingGraph
+
+    print(RoutingGraph.skeleton().compile().get_graph().draw_mermaid())
+
+
+def _register_optional() -> None:
+    try:
+        from speech_hands.evals.cli import register
+    except ImportError:  # evals not installed / not yet built
+        return
+    register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Console entry point: user-actionable errors print one clear line, not a traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except SpeechHandsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

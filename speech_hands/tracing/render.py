@@ -1,0 +1,112 @@
+"""Rich renderings of a result and of a decision trace (terminal output only)."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from speech_hands.tracing.trace import DecisionTrace
+from speech_hands.types import Action, AgentResult, Reflection
+
+_ACTION_STYLE = {Action.INTERNAL: "green", Action.EXTERNAL: "cyan", Action.REWRITE: "magenta"}
+
+
+def _probs_table(reflection: Reflection, title: str) -> Table:
+    table = Table(title=title, show_header=True, expand=False)
+    table.add_column("action")
+    table.add_column("probability", justify="right")
+    table.add_column("")
+    for action, p in reflection.probs.items():
+        mark = "<- chosen" if action is reflection.action else ""
+        bar = "#" * round(p * 30)
+        table.add_row(Text(action.token, style=_ACTION_STYLE[action]), f"{p:.3f}", f"{bar} {mark}")
+    return table
+
+
+def candidates_table(result: AgentResult, limit: int = 5) -> Table:
+    table = Table(title="Candidates", show_lines=False)
+    for column in ("tool", "role", "rank", "text", "score"):
+        table.add_column(column, overflow="fold")
+    for output in result.candidates:
+        if output.error is not None:
+            table.add_row(output.tool, output.role, "-", f"[red]failed: {output.error.type}: {output.error.message}[/red]", "")
+            continue
+        for hyp in output.hypotheses[:limit]:
+            score = f"{hyp.score:.3f}" if hyp.score is not None else ""
+            table.add_row(output.tool, output.role, str(hyp.rank), hyp.text, score)
+    return table
+
+
+def render_result(result: AgentResult, console: Console, *, reference: str | None = None) -> None:
+    """Answer, action and its probabilities, the candidates, rewrites, notes and timings."""
+    if result.action is None:
+        headline = Text(f"skipped: {result.skipped_reason}", style="yellow")
+    else:
+        headline = Text.assemble(("action ", "bold"), (result.action.token, _ACTION_STYLE[result.action]))
+    body: list = [headline, Text.assemble(("answer    ", "bold"), result.answer or "(empty)")]
+    if reference is not None:
+        body.append(Text.assemble(("reference ", "bold"), reference))
+    console.print(Panel(Group(*body), title="Speech-Hands", expand=False))
+    console.print(candidates_table(result))
+    for i, reflection in enumerate(result.reflections):
+        title = f"Reflection round {reflection.round} ({reflection.policy})"
+        console.print(_probs_table(reflection, title))
+        if reflection.rationale:
+            console.print(f"  [dim]{reflection.rationale}[/dim]")
+    for rewrite in result.rewrites:
+        conf = f" (confidence {rewrite.confidence:.2f})" if rewrite.confidence is not None else ""
+        console.print(f"[magenta]rewrite #{rewrite.round}[/magenta] via {rewrite.strategy}{conf}: {rewrite.text}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    timing = ", ".join(f"{node} {result.timing(node):.2f}s" for node in dict.fromkeys(t.node for t in result.timings))
+    console.print(f"[dim]timings: {timing}[/dim]")
+    console.print(f"[dim]thread {result.thread_id}  (speech-hands trace {result.thread_id})[/dim]")
+
+
+def _summarise(node: str, update: dict | None) -> str:
+    if not isinstance(update, dict):
+        return ""
+    if node == "perceive":
+        out = (update.get("outputs") or [{}])[0]
+        if out.get("error"):
+            return f"{out.get('tool')}: FAILED {out['error'].get('type')}: {out['error'].get('message')}"
+        hyps = out.get("hypotheses") or []
+        top = hyps[0]["text"] if hyps else "(nothing)"
+        return f"{out.get('tool')} ({out.get('role')}): {len(hyps)} hyp(s), top: {top!r}, {out.get('elapsed_s', 0):.2f}s"
+    if node == "reflect":
+        draw = (update.get("samples") or [{}])[0]
+        probs = ", ".join(f"{k}={v:.2f}" for k, v in (draw.get("probs") or {}).items())
+        return f"draw {draw.get('sample_index')}: {draw.get('raw_token')} [{probs}]"
+    if node == "vote":
+        action = update.get("action")
+        votes = update.get("votes")
+        return f"decision: <{action}>" + (f" by majority vote {votes[0].get('tally')}" if votes else "")
+    if node == "rewrite":
+        rw = (update.get("rewrites") or [{}])[0]
+        return f"rewrite #{rw.get('round')} ({rw.get('strategy')}): {rw.get('text')!r}"
+    if node in ("use_internal", "use_external"):
+        return f"answer: {update.get('answer')!r} (action <{update.get('action')}>)"
+    if node in ("gather", "prepare", "finish") and update.get("skipped_reason"):
+        return f"skipped: {update['skipped_reason']}"
+    return ""
+
+
+def render_trace(trace: DecisionTrace, console: Console) -> None:
+    """The route step by step, then the final result."""
+    table = Table(title=f"Trace of thread {trace.thread_id}")
+    table.add_column("step", justify="right")
+    table.add_column("node")
+    table.add_column("what happened", overflow="fold")
+    for step in trace.steps:
+        for write in step.writes:
+            summary = _summarise(write["node"], write.get("update"))
+            if write.get("error"):
+                summary = f"[red]{write['error']}[/red]"
+            table.add_row(str(step.step), write["node"], summary)
+    console.print(table)
+    if trace.result is not None:
+        render_result(trace.result, console)
+    else:
+        console.print("[yellow]this run did not finish[/yellow]")

@@ -1,0 +1,44 @@
+"""Shared fixtures: where the shared data lives, and small helpers to write audio files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SPEECH_HANDS_SHARED_DATA", REPO.parent / "shared" / "data"))
+LIBRISPEECH_DEV = SHARED_DATA / "librispeech_other_dev"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traces of tests never land in the user's ~/.cache; model weights stay shared across tests."""
+    monkeypatch.setenv("SPEECH_HANDS_TRACE_DB", str(tmp_path_factory.getbasetemp() / "traces.sqlite"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"shared data not found at {SHARED_DATA}; set SPEECH_HANDS_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def dev_references(shared_data: Path) -> dict[str, str]:
+    import csv
+
+    with (shared_data / "librispeech_other_dev" / "transcripts.tsv").open(newline="") as fh:
+        return {row["utt_id"]: row["text"] for row in csv.DictReader(fh, delimiter="\t")}
+
+
+def dev_flac(uid: str) -> Path:
+    return LIBRISPEECH_DEV / uid.split("-")[0] / f"{uid}.flac"
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16_000) -> Path:
+    sf.write(str(path), samples, sample_rate)
+    return path

@@ -1,0 +1,97 @@
+"""Test doubles for the parts NOT under test (forcing a graph edge, a tool that sleeps/fails).
+
+They are never used as a stand-in for a component a user would run: the graph tests drive the real
+graph, the real checkpointer and the real rewrite/vote code with them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Sequence
+
+from speech_hands.tools.base import AudioInput, ReflectionInput
+from speech_hands.types import Action, Hypothesis, Reflection
+
+
+class ScriptedPolicy:
+    """Emits the given actions round by round (round r -> actions[min(r, len-1)])."""
+
+    name = "scripted"
+
+    def __init__(self, actions: Sequence[Action], probs: dict[Action, float] | None = None) -> None:
+        self.actions = list(actions)
+        self.probs = probs
+        self.calls: list[ReflectionInput] = []
+        self._lock = threading.Lock()
+
+    def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
+        with self._lock:
+            self.calls.append(inp)
+        action = self.actions[min(inp.round, len(self.actions) - 1)]
+        probs = self.probs or {a: (0.8 if a is action else 0.1) for a in Action}
+        external = next((o for o in inp.externals if o.ok), None)
+        return Reflection(
+            action=action,
+            probs=probs,
+            raw_token=action.token,
+            policy=self.name,
+            external_tool=external.tool if external else None,
+        )
+
+
+class SampledPolicy:
+    """Returns a pre-set (action, answer) per sample index, for majority-vote tests."""
+
+    name = "sampled"
+
+    def __init__(self, draws: Sequence[tuple[Action, str | None, float]]) -> None:
+        self.draws = list(draws)
+
+    def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
+        action, answer, p = self.draws[inp.sample_index]
+        rest = (1.0 - p) / 2
+        probs = {a: (p if a is action else rest) for a in Action}
+        return Reflection(action=action, probs=probs, raw_token=action.token, policy=self.name, answer=answer)
+
+
+class FixedASR:
+    """Returns fixed hypotheses after an optional delay; records when it ran."""
+
+    def __init__(self, name: str, texts: Sequence[str], *, delay_s: float = 0.0, score: float = -0.2) -> None:
+        self.name = name
+        self.texts = list(texts)
+        self.delay_s = delay_s
+        self.score = score
+        self.intervals: list[tuple[float, float]] = []
+
+    def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
+        start = time.perf_counter()
+        time.sleep(self.delay_s)
+        self.intervals.append((start, time.perf_counter()))
+        return [
+            Hypothesis(text=t, score=self.score - 0.1 * i, source=self.name, rank=i)
+            for i, t in enumerate(self.texts[:n_best])
+        ]
+
+
+class FailingASR:
+    def __init__(self, name: str = "broken-asr", exc: Exception | None = None) -> None:
+        self.name = name
+        self.exc = exc or RuntimeError("CUDA out of memory (simulated)")
+
+    def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
+        raise self.exc
+
+
+class CountingRewriter:
+    """A rewrite strategy that tags its output with the round, to check the loop bound."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def rewrite(self, inp: ReflectionInput) -> Hypothesis:
+        self.calls += 1
+        return Hypothesis(text=f"rewrite {self.calls}", score=-0.05, source="rewrite:counting")
