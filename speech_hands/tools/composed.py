@@ -35,13 +35,14 @@ class ComposedOmni:
         self.policy = policy
         self.rewriter = rewriter
         self.n_best = n_best
-        self.kind: ToolKind = "asr" if hasattr(predictor, "transcribe") else "answer"
+        # a caption / QA predictor may also offer transcribe(); what it can answer decides the kind
+        self.kind: ToolKind = "answer" if hasattr(predictor, "caption") else "asr"
         self.name = name or predictor.name
 
     def predict(self, audio: AudioInput, question: str | None = None) -> list[Hypothesis]:
-        if hasattr(self.predictor, "transcribe"):
-            return self.predictor.transcribe(audio, n_best=self.n_best)  # type: ignore[union-attr]
-        return self.predictor.caption(audio, question)  # type: ignore[union-attr]
+        if self.kind == "answer":
+            return self.predictor.caption(audio, question)  # type: ignore[union-attr]
+        return self.predictor.transcribe(audio, n_best=self.n_best)  # type: ignore[union-attr]
 
     def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
         return self.policy.reflect(inp, sample=sample)
