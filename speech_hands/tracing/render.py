@@ -82,7 +82,10 @@ def _summarise(node: str, update: dict | None) -> str:
     if node == "vote":
         action = update.get("action")
         votes = update.get("votes")
-        return f"decision: <{action}>" + (f" by majority vote {votes[0].get('tally')}" if votes else "")
+        if votes:
+            tally = {g["key"]: round(g["weight"], 3) for g in votes[0].get("groups", [])}
+            return f"decision: <{action}> by majority vote {tally}"
+        return f"decision: <{action}>"
     if node == "rewrite":
         rw = (update.get("rewrites") or [{}])[0]
         return f"rewrite #{rw.get('round')} ({rw.get('strategy')}): {rw.get('text')!r}"
