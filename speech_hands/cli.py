@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -21,6 +22,7 @@ app = typer.Typer(
     help="Speech-Hands: self-reflection routing between an omni model's own prediction and external tools.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -67,7 +69,7 @@ def _candidates(result, limit: int = 2) -> str:
             continue
         for hyp in output.hypotheses[:limit]:
             score = f" ({hyp.score:.2f})" if hyp.score is not None else ""
-            lines.append(f"[dim]{output.tool}#{hyp.rank}[/dim] {hyp.text}{score}")
+            lines.append(f"[dim]{escape(output.tool)}#{hyp.rank}[/dim] {escape(hyp.text)}{score}")
     return "\n".join(lines)
 
 
@@ -77,10 +79,10 @@ def _result_table(rows: list[tuple[str, Any]]) -> Table:
         table.add_column(column, overflow="fold")
     for name, result in rows:
         if isinstance(result, BaseException):
-            table.add_row(name, f"[red]{result}[/red]", "error", "-", "-", "-")
+            table.add_row(escape(name), f"[red]{escape(str(result))}[/red]", "error", "-", "-", "-")
             continue
         action = result.action.token if result.action else f"skipped: {result.skipped_reason}"
-        table.add_row(name, result.answer, action, _probs(result), _candidates(result), result.thread_id)
+        table.add_row(escape(name), escape(result.answer), escape(action), _probs(result), _candidates(result), result.thread_id)
     return table
 
 
@@ -165,7 +167,7 @@ def trace(
     db = AgentConfig(trace_db=trace_db).resolved_trace_db()
     if db != ":memory:" and not Path(db).exists():
         raise SpeechHandsError(f"no trace database at {db}; run `speech-hands transcribe` first or pass --trace-db")
-    graph = RoutingGraph.skeleton().compile(checkpointer=open_checkpointer(db))
+    graph = RoutingGraph.skeleton().build().compile(checkpointer=open_checkpointer(db))
     decision_trace = read_trace(graph, thread_id)
     if as_json:
         print(decision_trace.model_dump_json(indent=2))
@@ -212,7 +214,7 @@ def graph() -> None:
     """Print the routing state machine as Mermaid."""
     from speech_hands.graphs.routing import RoutingGraph
 
-    print(RoutingGraph.skeleton().compile().get_graph().draw_mermaid())
+    print(RoutingGraph.skeleton().build().compile().get_graph().draw_mermaid())
 
 
 def _register_optional() -> None:

@@ -61,6 +61,7 @@ class ConfidencePolicy:
         base = settings or ConfidencePolicySettings()
         self.settings = base.model_copy(update=overrides) if overrides else base
         self._normalize = get_normalizer(self.settings.normalizer)
+        self._normalize("warm up")  # load the normaliser now, not inside the first timed node
 
     def _score(self, output: ToolOutput | None) -> float | None:
         if output is None or not output.ok:

@@ -47,6 +47,7 @@ class AlignmentVotingRewriter:
         self.top_k_per_source = top_k_per_source
         self.rank_decay = rank_decay
         self._normalize = get_normalizer(normalizer)
+        self._normalize("warm up")  # load the normaliser now, not inside the first timed node
 
     def _weights(self, output: ToolOutput) -> list[float]:
         hyps = output.hypotheses[: self.top_k_per_source] if self.top_k_per_source else output.hypotheses

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -25,7 +26,7 @@ def _probs_table(reflection: Reflection, title: str) -> Table:
     return table
 
 
-def candidates_table(result: AgentResult, limit: int = 5) -> Table:
+def candidates_table(result: AgentResult, limit: int = 3) -> Table:
     table = Table(title="Candidates", show_lines=False)
     for column in ("tool", "role", "rank", "text", "score"):
         table.add_column(column, overflow="fold")
@@ -35,7 +36,7 @@ def candidates_table(result: AgentResult, limit: int = 5) -> Table:
             continue
         for hyp in output.hypotheses[:limit]:
             score = f"{hyp.score:.3f}" if hyp.score is not None else ""
-            table.add_row(output.tool, output.role, str(hyp.rank), hyp.text, score)
+            table.add_row(output.tool, output.role, str(hyp.rank), escape(hyp.text), score)
     return table
 
 
@@ -45,7 +46,7 @@ def render_result(result: AgentResult, console: Console, *, reference: str | Non
         headline = Text(f"skipped: {result.skipped_reason}", style="yellow")
     else:
         headline = Text.assemble(("action ", "bold"), (result.action.token, _ACTION_STYLE[result.action]))
-    body: list = [headline, Text.assemble(("answer    ", "bold"), result.answer or "(empty)")]
+    body: list = [headline, Text.assemble(("answer    ", "bold"), result.answer or "(empty)")]  # Text: no markup
     if reference is not None:
         body.append(Text.assemble(("reference ", "bold"), reference))
     console.print(Panel(Group(*body), title="Speech-Hands", expand=False))
@@ -54,12 +55,12 @@ def render_result(result: AgentResult, console: Console, *, reference: str | Non
         title = f"Reflection round {reflection.round} ({reflection.policy})"
         console.print(_probs_table(reflection, title))
         if reflection.rationale:
-            console.print(f"  [dim]{reflection.rationale}[/dim]")
+            console.print(f"  [dim]{escape(reflection.rationale)}[/dim]")
     for rewrite in result.rewrites:
         conf = f" (confidence {rewrite.confidence:.2f})" if rewrite.confidence is not None else ""
-        console.print(f"[magenta]rewrite #{rewrite.round}[/magenta] via {rewrite.strategy}{conf}: {rewrite.text}")
+        console.print(f"[magenta]rewrite #{rewrite.round}[/magenta] via {rewrite.strategy}{conf}: {escape(rewrite.text)}")
     for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
     timing = ", ".join(f"{node} {result.timing(node):.2f}s" for node in dict.fromkeys(t.node for t in result.timings))
     console.print(f"[dim]timings: {timing}[/dim]")
     console.print(f"[dim]thread {result.thread_id}  (speech-hands trace {result.thread_id})[/dim]")
@@ -104,9 +105,9 @@ def render_trace(trace: DecisionTrace, console: Console) -> None:
     table.add_column("what happened", overflow="fold")
     for step in trace.steps:
         for write in step.writes:
-            summary = _summarise(write["node"], write.get("update"))
+            summary = escape(_summarise(write["node"], write.get("update")))
             if write.get("error"):
-                summary = f"[red]{write['error']}[/red]"
+                summary = f"[red]{escape(write['error'])}[/red]"
             table.add_row(str(step.step), write["node"], summary)
     console.print(table)
     if trace.result is not None:
