@@ -128,11 +128,13 @@ class SpeechHands:
         policy: Any = None,
         rewriter: Any = None,
         question_answering: bool = False,
+        internal_name: str = "internal",
         checkpointer: BaseCheckpointSaver | None = None,
         **config: Any,
     ) -> SpeechHands:
         """Route over recorded outputs (see :mod:`speech_hands.tools.replay`): no model runs, only the
-        policy and the rewrite. ``external_tools`` picks which recorded tools take part (default all)."""
+        policy and the rewrite. ``external_tools`` picks which recorded tools take part (default all);
+        ``internal_name`` names the recorded internal prediction's tool in results and traces."""
         from speech_hands.reflection.confidence import ConfidencePolicy
         from speech_hands.tools.composed import ComposedOmni
         from speech_hands.tools.replay import INTERNAL, ReplayASR, ReplayCaption, ReplayStore
@@ -147,7 +149,7 @@ class SpeechHands:
         backend = ReplayCaption if question_answering else ReplayASR
         cfg = AgentConfig(**config)
         omni = ComposedOmni(
-            backend(store, INTERNAL, name="internal"),
+            backend(store, INTERNAL, name=internal_name),
             policy or ConfidencePolicy(),
             rewriter,
             n_best=cfg.n_best,
