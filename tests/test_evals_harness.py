@@ -155,6 +155,12 @@ def test_report_numbers_match_an_independent_computation(shared_data, tmp_path):
     assert (tmp_path / "out" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert "| gold \\ predicted |" in (tmp_path / "out" / "report.md").read_text()
     assert json.loads((tmp_path / "out" / "report.json").read_text())["items"] == 60
+    # per-dataset tables: split the items in two datasets; their counts add up to the overall row
+    mixed = [r.model_copy(update={"dataset": "a" if i % 2 else "b"}) for i, r in enumerate(results)]
+    split = build_report(mixed)
+    assert set(split.per_dataset) == {"a", "b"}
+    parts = [next(s for s in rows if s.name == "agent").counts for rows in split.per_dataset.values()]
+    assert parts[0].errors + parts[1].errors == split.system("agent").counts.errors
 
 
 def test_supervision_files(dev_subset, tmp_path):
@@ -224,3 +230,28 @@ def test_paper_nbest_file_becomes_a_replayable_manifest(tmp_path, shared_data):
     with SpeechHands.from_replay(store, trace_db=":memory:") as agent:
         results = run_manifest(agent, manifest, tmp_path / "r.jsonl", show_progress=False)
     assert all(r.error is None and {c.tool for c in r.candidates} == {"internal", "parakeet"} for r in results)
+
+
+def test_audioqa_report_over_the_papers_recorded_cases(shared_data, tmp_path):
+    """The paper's 7 recorded DCASE cases, replayed: accuracy per system and category, gold actions."""
+    from speech_hands.tools.replay import ReplayStore, records_from_demo_cases
+
+    cases = json.loads((shared_data / "speech_hands_demo_cases.json").read_text())["audio_qa"]
+    items = [
+        ManifestItem(id=c["id"], question=c["question"], choices=c["choices"], answer=c["gold_answer"],
+                     dataset="dcase2025-dev", category="bio" if i < 4 else "scape")
+        for i, c in enumerate(cases)
+    ]
+    manifest = Manifest(items, tmp_path, name="dcase-demo")
+    store = ReplayStore([r for r in records_from_demo_cases(shared_data / "speech_hands_demo_cases.json") if r.question])
+    with SpeechHands.from_replay(store, question_answering=True, trace_db=":memory:") as agent:
+        results = run_manifest(agent, manifest, tmp_path / "r.jsonl", show_progress=False)
+    report = write_report(results, tmp_path / "out", name="dcase-demo")
+    assert report.task == "qa"
+    assert report.system("internal: internal").accuracy == pytest.approx(3 / 7)
+    assert report.system("external: Audio Flamingo 3").accuracy == pytest.approx(3 / 7)
+    assert report.system("best-of-two (per-item oracle, no rewrite)").accuracy == pytest.approx(6 / 7)
+    assert report.routing.gold_distribution == {"internal": 3, "external": 3, "rewrite": 1}
+    cats = {c.category: c for c in report.system("internal: internal").per_category}
+    assert set(cats) == {"bio", "scape"} and cats["bio"].total == 4
+    assert "accuracy %" in (tmp_path / "out" / "report.md").read_text()

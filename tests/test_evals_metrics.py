@@ -170,3 +170,23 @@ def test_accuracy_by_category_counts_unparseable():
     by = {r.category: r for r in rows}
     assert by["bio"].accuracy == 0.5 and by["bio"].unparseable == 1
     assert by["all"].correct == 2 and by["all"].total == 3 and rows[-1].category == "all"
+
+
+def test_labels_reproduce_the_papers_recorded_qa_cases(shared_data):
+    import json
+
+    cases = json.loads((shared_data / "speech_hands_demo_cases.json").read_text())["audio_qa"]
+    for case in cases:
+        label = qa_gold_action(case["gold_answer"], case["choices"], case["internal_prediction"], {"af3": [case["external_prediction"]]})
+        assert label.action.value == case["gold_action"], case["id"]
+
+
+def test_labels_reproduce_the_papers_recorded_asr_cases(shared_data):
+    """Without the paper's rewrite outputs, the threshold rule with the reference scripts' basic
+    normaliser reproduces all three recorded ASR decisions (internal, external, rewrite)."""
+    import json
+
+    cases = json.loads((shared_data / "speech_hands_demo_cases.json").read_text())["asr"]
+    rule = LabelRule(rule="threshold", normalizer="basic")
+    got = [asr_gold_action(c["reference"], c["internal_prediction"], {"p": c["external_nbest"]}, rule=rule).action.value for c in cases]
+    assert got == [c["gold_action"] for c in cases] == ["internal", "external", "rewrite"]
