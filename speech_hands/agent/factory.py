@@ -1,0 +1,288 @@
+"""Assembling an agent from configuration: the paper's models by name or path, as data.
+
+A configuration (TOML, YAML or JSON file, a dict, or :class:`SpeechHandsConfig`) names one omni backend
+and the external tools by **kind**; every other key of a backend table is passed to that backend's
+constructor (its docstring lists them)::
+
+    [agent]                              # AgentConfig: n_best, k_samples, max_rewrites, trace_db, ...
+    k_samples = 1
+
+    [omni]
+    kind = "qwen-omni"                   # the fine-tuned Qwen2.5-Omni (transformers)
+    model = "/models/speech-hands-qwen2.5-omni-7b"
+    device = "cuda"
+    dtype = "bfloat16"
+
+    [[external]]
+    kind = "nemo"                        # Parakeet-TDT-0.6B-v3 5-best
+    model = "nvidia/parakeet-tdt-0.6b-v3"
+    name = "parakeet"
+
+Backend kinds (:data:`REGISTRY`): omni ``qwen-omni``, ``openai-server``, ``chat-llm`` and ``embedded``
+(the last two need a ``predictor`` table: the first pass comes from another model); ASR ``nemo``,
+``openai-whisper``, ``faster-whisper``, ``openai-transcription``; caption / audio-QA
+``audio-flamingo-3``. A relative ``model`` path (``./x``, ``../x``) is taken relative to the config file.
+
+Errors a user can act on are :class:`~speech_hands.errors.ConfigurationError` naming the fix: an
+unknown kind (lists the known ones), an unknown option (lists the backend's options), a missing extra
+(``pip install 'speech-hands[nemo]'``), and, because ``preload`` (default true) loads every model
+while assembling, a checkpoint without the action tokens.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from speech_hands.agent.config import AgentConfig
+from speech_hands.errors import ConfigurationError
+
+Role = Literal["omni", "asr", "caption", "policy"]
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """Where a backend kind lives and what it needs."""
+
+    module: str
+    cls: str
+    roles: tuple[Role, ...]
+    #: (importable module, extra name) pairs checked before constructing
+    requires: tuple[tuple[str, str], ...] = ()
+    needs_predictor: bool = False
+
+
+REGISTRY: dict[str, BackendKind] = {
+    "qwen-omni": BackendKind(
+        "speech_hands.tools.qwen_omni", "QwenOmni", ("omni",), (("transformers", "omni"),)
+    ),
+    "chat-llm": BackendKind(
+        "speech_hands.tools.action_lm", "ChatLLMReflector", ("policy",), (("transformers", "omni"),), needs_predictor=True
+    ),
+    "openai-server": BackendKind(
+        "speech_hands.tools.openai_server", "OpenAIServerOmni", ("omni",), (("httpx", "server"),)
+    ),
+    "embedded": BackendKind("speech_hands.tools.composed", "ComposedOmni", ("omni",), needs_predictor=True),
+    "nemo": BackendKind("speech_hands.tools.nemo_asr", "NemoASR", ("asr",), (("nemo", "nemo"),)),
+    "openai-whisper": BackendKind("speech_hands.tools.openai_whisper", "OpenAIWhisperASR", ("asr",)),
+    "faster-whisper": BackendKind("speech_hands.tools.faster_whisper", "FasterWhisperASR", ("asr",)),
+    "openai-transcription": BackendKind(
+        "speech_hands.tools.openai_server", "OpenAIServerASR", ("asr",), (("httpx", "server"),)
+    ),
+    "audio-flamingo-3": BackendKind(
+        "speech_hands.tools.audio_flamingo", "AudioFlamingo3", ("caption",), (("transformers", "omni"),)
+    ),
+}
+_ALIASES = {"af3": "audio-flamingo-3", "parakeet": "nemo", "canary": "nemo", "vllm": "openai-server", "whisper": "openai-whisper"}
+
+
+class BackendSpec(BaseModel):
+    """One backend: its kind, plus the constructor options (any other key)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    predictor: BackendSpec | None = Field(default=None, description="first-pass model for chat-llm / embedded omni")
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> BackendSpec:
+        kind = _ALIASES.get(self.kind, self.kind)
+        if kind not in REGISTRY:
+            raise ValueError(f"unknown backend kind {self.kind!r}; known kinds: {', '.join(sorted(REGISTRY))}")
+        self.kind = kind
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SpeechHandsConfig(BaseModel):
+    """The whole agent: settings, the omni backend, the external tools."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    omni: BackendSpec
+    external: list[BackendSpec] = Field(default_factory=list)
+    preload: bool = Field(default=True, description="load every model while assembling (errors surface at once)")
+
+
+def read_config(source: str | Path | Mapping[str, Any] | SpeechHandsConfig) -> tuple[SpeechHandsConfig, Path | None]:
+    """Parse a TOML / YAML / JSON file, a dict or a config object; the file's folder comes back too
+    (relative model paths are resolved against it)."""
+    if isinstance(source, SpeechHandsConfig):
+        return source, None
+    base: Path | None = None
+    if isinstance(source, Mapping):
+        data: Any = dict(source)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ConfigurationError(f"configuration file not found: {path}")
+        base = path.resolve().parent
+        text = path.read_text(encoding="utf-8")
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".toml":
+                try:
+                    import tomllib
+                except ImportError:  # Python 3.10
+                    import tomli as tomllib  # type: ignore[no-redef]
+                data = tomllib.loads(text)
+            elif suffix in (".yaml", ".yml"):
+                try:
+                    import yaml
+                except ImportError as exc:
+                    raise ConfigurationError("YAML configuration needs PyYAML: pip install pyyaml") from exc
+                data = yaml.safe_load(text)
+            elif suffix == ".json":
+                data = json.loads(text)
+            else:
+                raise ConfigurationError(f"{path}: use a .toml, .yaml/.yml or .json configuration file")
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise ConfigurationError(f"{path}: cannot parse ({type(exc).__name__}: {exc})") from exc
+    try:
+        return SpeechHandsConfig.model_validate(data), base
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid speech-hands configuration:\n{exc}") from exc
+
+
+def _check_requirements(kind: str) -> None:
+    for module, extra in REGISTRY[kind].requires:
+        if importlib.util.find_spec(module) is None:
+            raise ConfigurationError(
+                f"backend kind {kind!r} needs the {module!r} package, which is not installed: "
+                f"pip install 'speech-hands[{extra}]'"
+            )
+
+
+def _resolve_paths(options: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    if base is None:
+        return options
+    out = dict(options)
+    for key in ("model", "path"):
+        value = out.get(key)
+        if isinstance(value, str) and value.startswith(("./", "../")):
+            out[key] = str((base / value).resolve())
+    return out
+
+
+def construct(spec: BackendSpec, role: Role, base: Path | None = None, *, n_best: int = 5) -> Any:
+    """Build one backend from its spec (without loading weights)."""
+    entry = REGISTRY[spec.kind]
+    if role not in entry.roles and not (role == "omni" and entry.needs_predictor):
+        raise ConfigurationError(
+            f"backend kind {spec.kind!r} cannot serve as {role}; kinds for {role}: "
+            + ", ".join(k for k, v in REGISTRY.items() if role in v.roles or (role == "omni" and v.needs_predictor))
+        )
+    _check_requirements(spec.kind)
+    options = _resolve_paths(spec.options, base)
+    if entry.needs_predictor:
+        return _composed(spec, options, base, n_best=n_best)
+    if spec.predictor is not None:
+        if role != "omni":
+            raise ConfigurationError(f"'predictor' is only meaningful for the omni backend, not for {spec.kind!r}")
+        omni = _instantiate(spec.kind, options)
+        from speech_hands.tools.composed import ComposedOmni
+
+        predictor = _build_predictor(spec.predictor, base, n_best=n_best)
+        return ComposedOmni(predictor, omni, omni, name=getattr(omni, "name", None), n_best=n_best)
+    return _instantiate(spec.kind, options)
+
+
+def _predictor_role(spec: BackendSpec) -> Role:
+    roles = REGISTRY[spec.kind].roles
+    return "asr" if "asr" in roles else ("caption" if "caption" in roles else "omni")
+
+
+def _composed(spec: BackendSpec, options: dict[str, Any], base: Path | None, *, n_best: int) -> Any:
+    from speech_hands.tools.composed import ComposedOmni
+
+    predictor_spec = spec.predictor or BackendSpec(kind="faster-whisper", model="bundled:base")
+    predictor = _build_predictor(predictor_spec, base, n_best=n_best)
+    name = options.pop("name", None)
+    if spec.kind == "embedded":
+        from speech_hands.reflection.confidence import ConfidencePolicy
+        from speech_hands.reflection.rewrite import AlignmentVotingRewriter
+
+        policy = ConfidencePolicy(**options.pop("policy", {}))
+        rewriter = AlignmentVotingRewriter(**options.pop("rewriter", {}))
+        if options:
+            raise ConfigurationError(f"unknown options for kind 'embedded': {sorted(options)}; use policy / rewriter / name")
+        return ComposedOmni(predictor, policy, rewriter, name=name, n_best=n_best)
+    llm = _instantiate(spec.kind, {**options, **({"name": name} if name else {})})
+    return ComposedOmni(predictor, llm, llm, name=name or f"{predictor.name}+{llm.name}", n_best=n_best)
+
+
+def _build_predictor(spec: BackendSpec, base: Path | None, *, n_best: int) -> Any:
+    """The first-pass model of a composed omni: an ASR / caption tool, or an omni model's ``predict``."""
+    predictor = construct(spec, _predictor_role(spec), base, n_best=n_best)
+    if hasattr(predictor, "predict") and not hasattr(predictor, "transcribe") and not hasattr(predictor, "caption"):
+        return _OmniAnswers(predictor) if predictor.kind == "answer" else _OmniTranscribes(predictor)
+    return predictor
+
+
+class _OmniTranscribes:
+    """An omni backend used only for its first pass (e.g. the base Qwen2.5-Omni as the internal model)."""
+
+    def __init__(self, omni: Any) -> None:
+        self.omni = omni
+        self.name = omni.name
+
+    def transcribe(self, audio: Any, n_best: int = 5) -> Any:
+        return self.omni.predict(audio, None)
+
+    def load(self) -> Any:
+        return self.omni.load() if hasattr(self.omni, "load") else None
+
+
+class _OmniAnswers(_OmniTranscribes):
+    def caption(self, audio: Any, question: str | None = None) -> Any:
+        return self.omni.predict(audio, question)
+
+
+def _instantiate(kind: str, options: dict[str, Any]) -> Any:
+    entry = REGISTRY[kind]
+    cls = getattr(importlib.import_module(entry.module), entry.cls)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        params = [p for p in inspect.signature(cls).parameters if p != "self"]
+        raise ConfigurationError(
+            f"bad options for backend kind {kind!r} ({exc}); its options are: {', '.join(params)}"
+        ) from exc
+
+
+def _preload(backend: Any) -> None:
+    """Load the weights now so configuration errors (no action tokens, wrong path) surface here."""
+    for part in (backend, getattr(backend, "predictor", None), getattr(backend, "policy", None), getattr(backend, "rewriter", None)):
+        if part is not None and hasattr(part, "load"):
+            part.load()
+
+
+def build_agent(source: str | Path | Mapping[str, Any] | SpeechHandsConfig, **kwargs: Any) -> Any:
+    """The :class:`~speech_hands.SpeechHands` agent a configuration describes (``kwargs`` go to its
+    constructor, e.g. ``checkpointer=``)."""
+    from speech_hands.agent.speech_hands import SpeechHands
+
+    config, base = read_config(source)
+    n_best = config.agent.n_best
+    omni = construct(config.omni, "omni", base, n_best=n_best)
+    externals = []
+    for spec in config.external:
+        role = "caption" if "caption" in REGISTRY[spec.kind].roles else "asr"
+        externals.append(construct(spec, role, base, n_best=n_best))
+    if config.preload:
+        for backend in [omni, *externals]:
+            _preload(backend)
+    return SpeechHands(omni, externals, config=config.agent, **kwargs)

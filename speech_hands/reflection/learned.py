@@ -1,0 +1,236 @@
+"""The embedded learned reflector: a small trained model that emits the first-token action.
+
+It plays the part of the paper's fine-tuned omni model's first token on a CPU: from what the model
+would see (the audio's statistics, its own N-best, every tool's N-best, each candidate scored under
+the internal *and* the external Whisper model) it predicts the probabilities of ``<internal>``,
+``<external>`` and ``<rewrite>``. The model is a softmax over three linear scores of standardised
+features with one calibration temperature (:mod:`speech_hands.training.train` says why); its
+artifact is a few KB of versioned JSON shipped in ``speech_hands/data/reflector/``.
+
+The policy shares its candidate pool with the rewrite (:class:`RescoringRewriter.analyse`, cached),
+so ``<external>`` names the external candidate the rescoring prefers (``external_tool`` /
+``external_rank``) and ``<rewrite>`` leads to exactly the candidate the features described.
+
+After a rewrite (round >= 1) the policy accepts it: the rescoring rewrite is a fixed point (rewriting
+again returns the same text), so a second round could only repeat the first decision.
+
+Inputs the artifact cannot score (audio over 30 s, no audio at all) fall back to the confidence
+baseline, and the rationale says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from speech_hands.errors import ConfigurationError
+from speech_hands.reflection.features import audio_statistics, reflector_features
+from speech_hands.reflection.rescoring import RescoringRewriter
+from speech_hands.tools.base import ReflectionInput
+from speech_hands.types import Action, Reflection
+
+FORMAT = "speech-hands-reflector"
+FORMAT_VERSION = 1
+DEFAULT_ARTIFACT = "reflector-v1.json"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "reflector"
+
+
+class ReflectorArtifact(BaseModel):
+    """The shipped model: everything needed to rebuild the policy, plus how it was made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    name: str = "learned-reflector"
+    model: str = "multinomial-logistic-regression"
+    actions: list[str] = Field(default_factory=lambda: [a.value for a in Action])
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[list[float]]
+    intercept: list[float]
+    temperature: float = 1.0
+    #: the pool the features assume: scorer name -> model spec, rescoring weights, prompted re-decode
+    scorers: dict[str, str]
+    weights: dict[str, float]
+    prompted: bool = True
+    normalizer: str = "english"
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    recipe_hash: str = ""
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    def checksum(self) -> str:
+        """Hash of the parameters that decide predictions (not of the metadata)."""
+        core = json.dumps(
+            [self.features, self.mean, self.scale, self.coef, self.intercept, self.temperature, self.weights],
+            sort_keys=True,
+        )
+        return hashlib.sha256(core.encode()).hexdigest()[:16]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> ReflectorArtifact:
+        """Load ``path``, or the artifact shipped in the package."""
+        try:
+            text = Path(path or SHIPPED_DIR / DEFAULT_ARTIFACT).read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ConfigurationError(
+                f"reflector artifact not found ({path or DEFAULT_ARTIFACT}); train one with "
+                "`speech-hands train-reflector` (docs/reflector.md)"
+            ) from exc
+        artifact = cls.model_validate_json(text)
+        if artifact.format != FORMAT or artifact.format_version != FORMAT_VERSION:
+            raise ConfigurationError(
+                f"unsupported reflector artifact {artifact.format} v{artifact.format_version} "
+                f"(this version reads {FORMAT} v{FORMAT_VERSION})"
+            )
+        return artifact
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+class LearnedPolicy:
+    """:class:`~speech_hands.tools.base.ReflectionPolicy` backed by a :class:`ReflectorArtifact`."""
+
+    def __init__(self, artifact: ReflectorArtifact, rewriter: RescoringRewriter, *, temperature: float = 1.0) -> None:
+        self.artifact = artifact
+        self.rewriter = rewriter
+        self.name = artifact.name
+        self.sample_temperature = temperature
+        self._mean = np.asarray(artifact.mean)
+        self._scale = np.asarray(artifact.scale)
+        self._coef = np.asarray(artifact.coef)
+        self._intercept = np.asarray(artifact.intercept)
+        self._fallback: Any = None
+
+    def logits(self, features: dict[str, float]) -> np.ndarray:
+        missing = [n for n in self.artifact.features if n not in features]
+        if missing:  # train/serve skew: the artifact was trained on features this code no longer makes
+            raise ConfigurationError(
+                f"reflector artifact expects features {missing} that this version does not compute; "
+                "retrain it with `speech-hands train-reflector`"
+            )
+        x = np.array([features[n] for n in self.artifact.features])
+        z = (x - self._mean) / self._scale
+        return (self._coef @ z + self._intercept) / self.artifact.temperature
+
+    def predict_proba(self, features: dict[str, float]) -> dict[Action, float]:
+        p = softmax(self.logits(features))
+        return {a: float(v) for a, v in zip(Action, p)}
+
+    def _baseline(self, inp: ReflectionInput, sample: bool, why: str) -> Reflection:
+        if self._fallback is None:
+            from speech_hands.reflection.confidence import ConfidencePolicy
+
+            self._fallback = ConfidencePolicy()
+        r = self._fallback.reflect(inp, sample=sample)
+        return r.model_copy(update={"rationale": f"{why}; confidence baseline: {r.rationale}"})
+
+    def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
+        if inp.round > 0 and inp.previous_rewrites:
+            return Reflection(
+                action=Action.INTERNAL,
+                probs={Action.INTERNAL: 1.0, Action.EXTERNAL: 0.0, Action.REWRITE: 0.0},
+                raw_token=Action.INTERNAL.token,
+                policy=self.name,
+                answer=inp.internal.top.text if inp.internal is not None and inp.internal.top else None,
+                round=inp.round,
+                sample_index=inp.sample_index,
+                rationale="the rescoring rewrite is a fixed point: accepted",
+            )
+        analysis = self.rewriter.analyse(inp)
+        pool = analysis.pool
+        if not pool.scored:
+            return self._baseline(inp, sample, "candidates unscored (no audio, or over 30 s)")
+        original = inp.original_internal or inp.internal
+        externals = [o for o in inp.externals if o.ok]
+        feats, chosen = reflector_features(
+            pool, original, externals, audio_statistics(inp.audio.samples), self.rewriter.weights
+        )
+        probs = self.predict_proba(feats)
+        if not (pool.internal_tool and chosen["internal"] is not None):
+            probs[Action.INTERNAL] = 0.0
+        if chosen["external"] is None:
+            probs[Action.EXTERNAL] = 0.0
+        total = sum(probs.values())
+        probs = {a: p / total for a, p in probs.items()}
+        if sample:
+            t = self.sample_temperature
+            weights = [p ** (1 / t) for p in probs.values()]
+            rng = random.Random(hash((inp.seed or 0, inp.round, inp.sample_index)) & 0xFFFFFFFF)
+            action = rng.choices(list(probs), weights=weights)[0]
+        else:
+            action = max(probs, key=lambda a: (probs[a], -list(Action).index(a)))
+        external_tool, external_rank = None, 0
+        if chosen["external"] is not None:
+            cand = pool.candidates[chosen["external"]]
+            ranked = sorted((r, t) for t, r in cand.ranks.items() if t in pool.external_tools)
+            if ranked:
+                external_rank, external_tool = ranked[0]
+        index = chosen[action.value]
+        answer = pool.candidates[index].surfaces[0] if index is not None else None
+        if action is Action.EXTERNAL and external_tool is not None:
+            output = next(o for o in externals if o.tool == external_tool)
+            answer = output.hypotheses[external_rank].text
+        rationale = (
+            f"P={', '.join(f'{a.value}:{p:.2f}' for a, p in probs.items())}; "
+            f"{len(pool.candidates)} pooled candidates; rewrite would change "
+            f"{feats['dist_int_rew']:.0%} of the internal words (score margin {feats['margin_rew_int']:+.2f}/word)"
+        )
+        return Reflection(
+            action=action,
+            probs=probs,
+            raw_token=action.token,
+            policy=self.name,
+            external_tool=external_tool,
+            external_rank=external_rank,
+            answer=answer,
+            round=inp.round,
+            sample_index=inp.sample_index,
+            rationale=rationale,
+        )
+
+
+def build_learned(
+    internal: Any,
+    externals: list[Any],
+    *,
+    artifact: ReflectorArtifact | str | Path | None = None,
+) -> tuple[LearnedPolicy, RescoringRewriter]:
+    """The learned policy and its rescoring rewrite over the given Whisper backends.
+
+    Scorers are matched to the artifact by backend name (``whisper-base``, ``whisper-tiny.en``); a
+    backend the artifact does not know is pooled but not used as a scorer."""
+    from speech_hands.reflection.rescoring import PromptedCandidates
+    from speech_hands.reflection.scoring import WhisperScorer
+
+    art = artifact if isinstance(artifact, ReflectorArtifact) else ReflectorArtifact.load(artifact)
+    backends = {b.name: b for b in [internal, *externals] if hasattr(b, "load")}
+    missing = [n for n in art.scorers if n not in backends]
+    if missing:
+        raise ConfigurationError(
+            f"the reflector artifact scores with {sorted(art.scorers)} but the pool lacks {missing}; "
+            "use the models it was trained with, or retrain with `speech-hands train-reflector`"
+        )
+    scorers = [WhisperScorer(backends[n]) for n in art.scorers]
+    generators = [PromptedCandidates(internal)] if art.prompted else []
+    rewriter = RescoringRewriter(scorers, weights=art.weights, generators=generators)
+    if not math.isclose(sum(1 for _ in art.actions), 3):
+        raise ConfigurationError("reflector artifact must have three actions")
+    return LearnedPolicy(art, rewriter), rewriter

@@ -1,0 +1,205 @@
+"""Rewrite strategies that use the acoustic models again, not only the candidates' text.
+
+The ``<rewrite>`` edge re-derives the transcript from the audio plus ALL candidates. Besides the
+text-only alignment vote (:mod:`speech_hands.reflection.rewrite`), two strategies that go back to
+the audio:
+
+- :class:`RescoringRewriter` pools every candidate of every source, scores each one under every
+  scorer model (by default the internal Whisper base *and* the external tiny.en: a two-model
+  ensemble), and returns the candidate with the best linear score over its features
+  (:func:`~speech_hands.reflection.features.candidate_features`: each model's total and per-token
+  log-probability, word count, source support, ranks). The word-count weight is the classic word
+  insertion bonus: even with the end-of-text probability the raw sum prefers dropping words.
+  Weights are fitted by the training recipe (a pairwise logistic ranker on the training folds) and
+  shipped in the reflector artifact.
+- :class:`PromptedCandidates` re-decodes the audio with the internal model *conditioned on the
+  candidates* (the tools' top-1 texts as Whisper's previous-text prompt) and adds its N-best to the
+  pool. On its own, prompted decoding copies the prompt's mistakes (measured worse than either
+  top-1 on the dev set); as extra candidates for the rescoring it helps. ``RescoringRewriter(...,
+  generators=[PromptedCandidates(...)])`` is that combination.
+
+The learned reflector reads the same pool and the same pick (``RescoringRewriter.analyse``), so the
+policy's notion of "what a rewrite would give" is exactly what the rewrite node produces.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from speech_hands.errors import ToolFailure
+from speech_hands.reflection.features import CandidatePool, pool_from_outputs, rescore
+from speech_hands.reflection.scoring import CandidateScore, WhisperScorer
+from speech_hands.text import NormalizerName, get_normalizer
+from speech_hands.tools.base import AudioInput, ReflectionInput
+from speech_hands.types import Hypothesis, ToolOutput
+
+#: Weights used when no trained artifact provides them (a hand-checked simple form: base, half of
+#: tiny.en, one nat per word; the artifact's fitted weights take precedence).
+DEFAULT_WEIGHTS: dict[str, float] = {"whisper-base": 1.0, "whisper-tiny.en": 0.5, "words": 1.0}
+
+
+class PromptedCandidates:
+    """Re-decode with a Whisper model, the candidates' top-1 texts as the previous-text prompt."""
+
+    def __init__(self, asr: object, *, n_best: int = 5, name: str = "prompted", prompt_tokens: int = 200) -> None:
+        self.asr = asr
+        self.n_best = n_best
+        self.name = name
+        self.prompt_tokens = prompt_tokens
+        self._tokenizer = None
+
+    def _tok(self):
+        if self._tokenizer is None:
+            from whisper.tokenizer import get_tokenizer
+
+            multilingual = self.asr.is_multilingual  # type: ignore[attr-defined]
+            self._tokenizer = get_tokenizer(
+                multilingual=multilingual, language="en" if multilingual else None, task="transcribe"
+            )
+        return self._tokenizer
+
+    def generate(self, audio: AudioInput, outputs: Sequence[ToolOutput]) -> ToolOutput | None:
+        """The prompted N-best as one more (pseudo) source, or None (no audio, or over 30 s)."""
+        from faster_whisper.audio import pad_or_trim
+
+        samples = audio.samples
+        if samples is None or samples.size == 0 or samples.size > 30 * 16_000:
+            return None
+        # external top-1s first: the prompt's tail weighs most, and the internal view is already in
+        # the encoder; the internal top-1 is left out so the re-decode is not pulled back to it
+        tops = [o.top.text for o in outputs if o.role == "external" and o.top is not None]
+        if not tops:
+            return None
+        tok = self._tok()
+        model = self.asr.load()  # type: ignore[attr-defined]
+        encoded = model.encode(pad_or_trim(model.feature_extractor(samples))[None])
+        context = tok.encode(" " + " ".join(t.strip() for t in tops))[-self.prompt_tokens :]
+        prompt = [tok.sot_prev, *context, *tok.sot_sequence_including_notimestamps]
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=max(5, self.n_best),
+            num_hypotheses=self.n_best,
+            return_scores=True,
+            length_penalty=1,
+            max_length=448,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        hyps, seen = [], set()
+        for ids, score in zip(result.sequences_ids, result.scores):
+            text = tok.decode(ids).strip()
+            if text and text not in seen:
+                seen.add(text)
+                hyps.append(Hypothesis(text=text, score=float(score), source=self.name, rank=len(hyps)))
+        return ToolOutput(tool=self.name, role="external", hypotheses=hyps) if hyps else None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The pool of one input and the rescoring's view of it."""
+
+    pool: CandidatePool
+    scores: list[float]
+    best: int | None  #: index of the best-scored candidate (None: empty pool)
+    extra_sources: tuple[str, ...] = ()
+
+
+class RescoringRewriter:
+    """Rewrite = the best candidate of the pooled N-best lists under a weighted multi-model score."""
+
+    name = "rescore"
+
+    def __init__(
+        self,
+        scorers: Sequence[WhisperScorer],
+        *,
+        weights: Mapping[str, float] | None = None,
+        generators: Sequence[PromptedCandidates] = (),
+        normalizer: NormalizerName = "english",
+        cache_items: int = 64,
+    ) -> None:
+        self.scorers = {s.asr.name: s for s in scorers}
+        self.weights = dict(weights or DEFAULT_WEIGHTS)
+        self.generators = list(generators)
+        if self.generators:
+            self.name = "rescore+" + "+".join(g.name for g in self.generators)
+        self._normalize = get_normalizer(normalizer)
+        self._normalize("warm up")
+        self._cache: OrderedDict[tuple, Analysis] = OrderedDict()
+        self._cache_items = cache_items
+        self._lock = threading.Lock()
+
+    def _score_fn(self, audio: AudioInput):
+        def score(name: str, texts: Sequence[str]) -> Sequence[CandidateScore] | None:
+            return self.scorers[name].score(audio, texts)
+
+        return score
+
+    def analyse(self, inp: ReflectionInput) -> Analysis:
+        """Pool, scores and pick for this input (cached: the policy and the rewrite node share it)."""
+        original = inp.original_internal or inp.internal
+        externals = [o for o in inp.externals if o.ok]
+        key = (
+            inp.audio.ref.sha256 or inp.audio.ref.id,
+            tuple((o.tool, tuple(h.text for h in o.hypotheses)) for o in [original, *externals] if o is not None),
+        )
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        extra = []
+        for generator in self.generators:
+            out = generator.generate(inp.audio, [o for o in [original, *externals] if o is not None and o.ok])
+            if out is not None:
+                extra.append(out)
+        pool = pool_from_outputs(
+            original, externals, self._normalize, self._score_fn(inp.audio), list(self.scorers), extra=extra
+        )
+        extra_names = tuple(o.tool for o in extra)
+        scores = rescore(pool, self.weights)
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores and pool.scored else None
+        analysis = Analysis(pool=pool, scores=scores, best=best, extra_sources=extra_names)
+        with self._lock:
+            self._cache[key] = analysis
+            while len(self._cache) > self._cache_items:
+                self._cache.popitem(last=False)
+        return analysis
+
+    def rewrite(self, inp: ReflectionInput) -> Hypothesis:
+        analysis = self.analyse(inp)
+        if not analysis.pool.candidates:
+            raise ToolFailure("rewrite: no candidate to rewrite from (every tool failed or returned nothing)")
+        if analysis.best is None:  # unscored (no audio, or over 30 s): fall back to the alignment vote
+            from speech_hands.reflection.rewrite import AlignmentVotingRewriter
+
+            fallback = AlignmentVotingRewriter().rewrite(inp)
+            return fallback.model_copy(update={"source": f"rewrite:{self.name}(fallback:alignment-vote)"})
+        cand = analysis.pool.candidates[analysis.best]
+        first = next(iter(self.scorers))
+        mean = cand.totals[first] / (cand.n_tokens[first] + 1)
+        return Hypothesis(text=cand.surfaces[0], score=mean if math.isfinite(mean) else None, source=f"rewrite:{self.name}")
+
+
+class PromptedRedecodeRewriter:
+    """Rewrite = the internal model's top-1 when re-decoding conditioned on the tools' candidates."""
+
+    name = "prompted-redecode"
+
+    def __init__(self, generator: PromptedCandidates) -> None:
+        self.generator = generator
+
+    def rewrite(self, inp: ReflectionInput) -> Hypothesis:
+        outputs = [o for o in inp.all_candidates()]
+        out = self.generator.generate(inp.audio, outputs)
+        if out is None or out.top is None:
+            from speech_hands.reflection.rewrite import AlignmentVotingRewriter
+
+            fallback = AlignmentVotingRewriter().rewrite(inp)
+            return fallback.model_copy(update={"source": f"rewrite:{self.name}(fallback:alignment-vote)"})
+        return out.top.model_copy(update={"source": f"rewrite:{self.name}"})

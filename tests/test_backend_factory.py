@@ -1,0 +1,77 @@
+"""SpeechHands.from_config: parsing TOML / YAML / JSON, the backend registry, and errors naming the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, dev_flac
+from speech_hands import SpeechHands
+from speech_hands.agent import factory
+from speech_hands.agent.factory import BackendKind, read_config
+from speech_hands.errors import ConfigurationError
+
+EMBEDDED = {"kind": "embedded", "predictor": {"kind": "faster-whisper", "model": "bundled:tiny.en", "cpu_threads": 2}}
+
+
+@pytest.mark.parametrize("name", ["paper-asr.toml", "paper-audioqa.toml", "vllm-server.toml"])
+def test_example_configs_parse(name):
+    config, base = read_config(REPO / "examples" / name)
+    assert base == (REPO / "examples").resolve()
+    assert config.omni.kind in factory.REGISTRY and config.external
+    assert all(spec.kind in factory.REGISTRY for spec in config.external)
+
+
+def test_toml_yaml_json_and_dict_give_the_same_config(tmp_path):
+    data = {"agent": {"n_best": 3}, "omni": EMBEDDED, "external": [{"kind": "whisper", "model": "./w.pt"}]}
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    (tmp_path / "c.yaml").write_text(
+        "agent: {n_best: 3}\nomni:\n  kind: embedded\n  predictor: {kind: faster-whisper, model: 'bundled:tiny.en', cpu_threads: 2}\n"
+        "external:\n  - {kind: whisper, model: ./w.pt}\n"
+    )
+    (tmp_path / "c.toml").write_text(
+        '[agent]\nn_best = 3\n[omni]\nkind = "embedded"\n[omni.predictor]\nkind = "faster-whisper"\nmodel = "bundled:tiny.en"\n'
+        'cpu_threads = 2\n[[external]]\nkind = "whisper"\nmodel = "./w.pt"\n'
+    )
+    parsed = [read_config(tmp_path / f"c.{ext}")[0] for ext in ("json", "yaml", "toml")] + [read_config(data)[0]]
+    assert all(p.model_dump() == parsed[0].model_dump() for p in parsed)
+    assert parsed[0].external[0].kind == "openai-whisper"  # alias resolved
+    resolved = factory._resolve_paths(parsed[0].external[0].options, tmp_path)
+    assert resolved["model"] == str(tmp_path / "w.pt")
+
+
+def test_errors_name_the_fix(tmp_path, monkeypatch):
+    with pytest.raises(ConfigurationError, match="known kinds: .*nemo"):
+        SpeechHands.from_config({"omni": {"kind": "gpt-9"}})
+    with pytest.raises(ConfigurationError, match="not found"):
+        SpeechHands.from_config(tmp_path / "absent.toml")
+    (tmp_path / "bad.ini").write_text("x")
+    with pytest.raises(ConfigurationError, match=r"\.toml"):
+        SpeechHands.from_config(tmp_path / "bad.ini")
+    with pytest.raises(ConfigurationError, match="its options are: model, name"):
+        SpeechHands.from_config({"omni": EMBEDDED, "external": [{"kind": "faster-whisper", "modle": "x"}], "preload": False})
+    with pytest.raises(ConfigurationError, match="cannot serve as omni"):
+        SpeechHands.from_config({"omni": {"kind": "nemo"}})
+    monkeypatch.setitem(
+        factory.REGISTRY, "needs-missing", BackendKind("speech_hands.tools.nemo_asr", "NemoASR", ("asr",), (("no_such_pkg_xyz", "nemo"),))
+    )
+    with pytest.raises(ConfigurationError, match=r"pip install 'speech-hands\[nemo\]'"):
+        SpeechHands.from_config({"omni": EMBEDDED, "external": [{"kind": "needs-missing"}]})
+
+
+def test_embedded_agent_from_config_runs_on_real_speech(tmp_path):
+    from test_backend_openai_whisper import build_tiny_whisper
+
+    checkpoint = build_tiny_whisper(tmp_path / "w.pt")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\nn_best = 3\ntrace_db = "{tmp_path / "t.sqlite"}"\n'
+        '[omni]\nkind = "embedded"\n[omni.predictor]\nkind = "faster-whisper"\nmodel = "bundled:tiny.en"\ncpu_threads = 2\n'
+        '[[external]]\nkind = "openai-whisper"\nmodel = "./w.pt"\nname = "tiny-random"\ndevice = "cpu"\nmax_tokens = 6\n'
+    )
+    with SpeechHands.from_config(config) as agent:
+        result = agent.invoke(dev_flac("1688-142285-0007"))
+    assert {c.tool for c in result.candidates} == {"whisper-tiny.en", "tiny-random"}
+    assert agent.config.n_best == 3 and result.action is not None

@@ -1,0 +1,145 @@
+"""The learned reflector: shipped artifact, predictions, calibration, and a tiny run of the recipe code."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from speech_hands.audio import virtual_audio
+from speech_hands.reflection.learned import LearnedPolicy, ReflectorArtifact, softmax
+from speech_hands.reflection.rescoring import RescoringRewriter
+from speech_hands.tools.base import ReflectionInput
+from speech_hands.training.corpus import TrainingItem
+from speech_hands.training.fit import final_fit
+from speech_hands.training.recipe import Recipe
+from speech_hands.training.records import PoolRecord
+from speech_hands.training.train import ACTIONS, fit_temperature
+from speech_hands.types import Action, Hypothesis, ToolOutput
+
+
+def test_shipped_artifact_loads_and_is_small():
+    art = ReflectorArtifact.load()
+    assert art.format_version == 1 and len(art.actions) == 3
+    assert len(art.coef) == 3 and all(len(row) == len(art.features) for row in art.coef)
+    assert len(art.mean) == len(art.scale) == len(art.features)
+    assert set(art.scorers) == {"whisper-base", "whisper-tiny.en"}
+    assert art.recipe_hash and art.recipe["seed"] == 0
+    assert len(art.model_dump_json()) < 50_000  # KBs, not MBs
+
+
+def _policy(art: ReflectorArtifact) -> LearnedPolicy:
+    return LearnedPolicy(art, RescoringRewriter([], weights=art.weights))
+
+
+def test_predictions_are_probabilities_and_deterministic():
+    art = ReflectorArtifact.load()
+    policy = _policy(art)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        feats = {n: float(m + s * rng.normal()) for n, m, s in zip(art.features, art.mean, art.scale)}
+        probs = policy.predict_proba(feats)
+        assert set(probs) == set(Action)
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-9)
+        assert all(0.0 <= p <= 1.0 for p in probs.values())
+        assert policy.predict_proba(feats) == probs
+
+
+def test_temperature_fit_recovers_overconfidence():
+    rng = np.random.default_rng(1)
+    true_logits = rng.normal(size=(400, 3))
+    y = np.array([rng.choice(3, p=softmax(z)) for z in true_logits])
+    assert fit_temperature(true_logits * 3.0, y) == pytest.approx(3.0, rel=0.35)
+
+
+# ---------------------------------------------------------------- a tiny run of the recipe code path
+
+
+def _record(uid: str, speaker: str, ref: str, base: list[str], tiny: list[str], seed: int) -> PoolRecord:
+    rng = random.Random(seed)
+    texts = sorted(set(base) | set(tiny))
+    scores = {
+        "whisper-base": {t: [-0.3 * len(t.split()) - (0 if t == ref else 2 + rng.random()), -0.2, float(len(t.split())), -1.0] for t in texts},
+        "whisper-tiny.en": {t: [-0.4 * len(t.split()) - (0 if t == ref else 1 + rng.random()), -0.3, float(len(t.split())), -1.0] for t in texts},
+    }
+
+    def out(tool: str, role: str, hyps: list[str]) -> ToolOutput:
+        return ToolOutput(
+            tool=tool, role=role, hypotheses=[Hypothesis(text=t, score=-0.1 * (i + 1), source=tool, rank=i) for i, t in enumerate(hyps)]
+        )
+
+    item = TrainingItem(id=uid, group=speaker, origin="librispeech", audio=f"/nonexistent/{uid}.flac", reference=ref)
+    return PoolRecord(
+        item=item,
+        pool_key="test",
+        internal=out("whisper-base", "internal", base),
+        externals=[out("whisper-tiny.en", "external", tiny)],
+        scores=scores,
+        audio_stats={"duration_s": 3.0, "snr_proxy": 0.5 + rng.random()},
+    )
+
+
+def _records() -> list[PoolRecord]:
+    recs = []
+    for k in range(18):
+        ref = f"the cat number {k} sat on the mat"
+        wrong = f"the cap number {k} sat on a mat"
+        if k % 3 == 0:  # internal right
+            base, tiny = [ref, wrong], [wrong, ref]
+        elif k % 3 == 1:  # external right
+            base, tiny = [wrong, ref], [ref, wrong]
+        else:  # both right
+            base, tiny = [ref], [ref]
+        recs.append(_record(f"{k}", f"spk{k % 3}", ref, base, tiny, seed=k))
+    return recs
+
+
+def test_recipe_code_path_is_seeded_and_yields_a_working_policy(tmp_path):
+    from speech_hands.training.evaluate import cross_validate
+
+    recipe = Recipe(c_grid=(0.1, 1.0))
+    records = _records()
+    report = cross_validate(records, recipe, prompted=False).summary()
+    assert report["wer"]["agent (learned reflector)"] <= report["wer"]["internal (whisper-base)"]
+    assert set(report["per_action"]) == {a.value for a in ACTIONS}
+
+    model_a, weights_a, _ = final_fit(records, recipe, prompted=False)
+    model_b, weights_b, _ = final_fit(records, recipe, prompted=False)
+    assert weights_a == weights_b
+    np.testing.assert_allclose(model_a.coef, model_b.coef)
+
+    art = ReflectorArtifact(
+        features=model_a.feature_names,
+        mean=model_a.mean.tolist(),
+        scale=model_a.scale.tolist(),
+        coef=model_a.coef.tolist(),
+        intercept=model_a.intercept.tolist(),
+        temperature=model_a.temperature,
+        scorers={"whisper-base": "bundled:base", "whisper-tiny.en": "bundled:tiny.en"},
+        weights=weights_a,
+        prompted=False,
+    )
+    art.save(tmp_path / "r.json")
+    loaded = ReflectorArtifact.load(tmp_path / "r.json")
+    assert loaded.checksum() == art.checksum()
+
+    # the policy on a record's candidates, with the stored scores standing in for the models
+    rec = records[1]  # external right
+    rewriter = RescoringRewriter([], weights=loaded.weights)
+    rewriter.scorers = {name: _StoredScorer(rec, name) for name in rec.scores}  # type: ignore[assignment]
+    policy = LearnedPolicy(loaded, rewriter)
+    inp = ReflectionInput(audio=virtual_audio(rec.item.id), question=None, internal=rec.internal, externals=rec.externals)
+    decision = policy.reflect(inp)
+    assert sum(decision.probs.values()) == pytest.approx(1.0)
+    assert decision.action in (Action.EXTERNAL, Action.REWRITE)
+    assert rewriter.rewrite(inp).text.lower().startswith("the cat number 1")
+
+
+class _StoredScorer:
+    def __init__(self, record: PoolRecord, name: str) -> None:
+        self.fn = record.score_fn()
+        self.name = name
+
+    def score(self, audio, texts):
+        return self.fn(self.name, texts)
