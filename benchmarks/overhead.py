@@ -4,7 +4,9 @@ Three ways to get the same two N-best lists (Whisper base = internal, Whisper ti
 
 1. direct, sequential: base then tiny.en, one after the other;
 2. direct, parallel: both at once in two threads (what perception fan-out should achieve);
-3. the agent: the full LangGraph run (fan-out, reflect, route, rewrite when chosen, SQLite checkpoints).
+3. the agent: the full LangGraph run (fan-out, reflect, route, rewrite when chosen, SQLite checkpoints)
+   with the confidence-baseline policy and alignment-vote rewrite, so the ratio measures the graph's
+   own overhead; the learned reflector's extra scoring pass is measured by ``benchmarks/reflector.py``.
 
 Printed and written to ``benchmarks/RESULTS.md`` (and ``results/overhead.json``):
 
@@ -157,7 +159,7 @@ faster-whisper int8, {f['n_best']}-best, cpu_threads={f['cpu_threads']}.
 |---|---|
 | direct, sequential (base then tiny.en) | {f['direct_sequential_s']} |
 | direct, parallel (two threads) | {f['direct_parallel_s']} |
-| agent (LangGraph, SQLite checkpoints) | {f['agent_s']} |
+| agent (LangGraph, SQLite checkpoints; confidence baseline + alignment-vote rewrite) | {f['agent_s']} |
 
 | ratio | value |
 |---|---|
@@ -168,7 +170,7 @@ faster-whisper int8, {f['n_best']}-best, cpu_threads={f['cpu_threads']}.
 | agent real-time factor (s per s of audio) | {f['agent_rtf']} |
 
 WER (Whisper English normaliser, corpus level): internal (base) {f['wer_internal_base']} %, external
-(tiny.en) top-1 {f['wer_external_tiny_en']} %, agent {f['wer_agent']} %; actions {f['actions']}.
+(tiny.en) top-1 {f['wer_external_tiny_en']} %, agent (confidence baseline) {f['wer_agent']} %; actions {f['actions']}.
 <!-- overhead:end -->
 """
     text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is written by its script; ratios come from one run.\n\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -64,7 +63,7 @@ def test_errors_name_the_fix(tmp_path, monkeypatch):
 def test_embedded_agent_from_config_runs_on_real_speech(tmp_path):
     from test_backend_openai_whisper import build_tiny_whisper
 
-    checkpoint = build_tiny_whisper(tmp_path / "w.pt")
+    build_tiny_whisper(tmp_path / "w.pt")  # the config below points at it
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[agent]\nn_best = 3\ntrace_db = "{tmp_path / "t.sqlite"}"\n'

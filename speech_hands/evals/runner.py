@@ -10,7 +10,6 @@ on the same candidates (cheap for alignment voting; costs one generation for a g
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable

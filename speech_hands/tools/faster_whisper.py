@@ -5,12 +5,9 @@ search directly: encode the log-mel features once, then ``generate(num_hypothese
 return_scores=True, length_penalty=1)``, which returns the n best beams with their **mean
 log-probability per token** as score (so ``exp(score)`` is a per-token probability).
 
-One ``generate`` call covers one 30 s window. Longer audio is cut into windows of at most 30 s, each
-cut placed at the quietest 100 ms frame of the window's last 5 s (so words are rarely split); the
-windows are decoded in one batched call and their N-best lists are combined rank-wise: hypothesis r
-is the concatenation of every window's hypothesis min(r, len-1), scored by the duration-weighted mean
-of the window scores. That is an approximation of a true N-best over the whole input (the
-combinations are not re-ranked), documented as such.
+One ``generate`` call covers one 30 s window. Longer audio is cut into windows at quiet frames and
+the windows are decoded in one batched call; their N-best lists are joined rank-wise
+(:mod:`speech_hands.tools.windows` documents both steps, shared by every windowed backend).
 
 Models load lazily, once per process: backends on the same weights and settings share one
 ``WhisperModel``. CTranslate2 models are safe to call from several threads (calls to one model queue
@@ -21,21 +18,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from speech_hands.errors import ConfigurationError
-from speech_hands.tools.base import SAMPLE_RATE, AudioInput
+from speech_hands.tools.base import AudioInput
 from speech_hands.tools.weights import BUNDLED_PREFIX, resolve_model
+from speech_hands.tools.windows import nbest_over_windows, split_windows
 from speech_hands.types import Hypothesis
+
+__all__ = ["FasterWhisperASR", "load_whisper", "split_windows"]
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 30.0
-CUT_SEARCH_S = 5.0
-FRAME_S = 0.1
 
 _models: dict[tuple[str, str, str, int], Any] = {}
 _models_lock = threading.Lock()
@@ -61,30 +57,6 @@ def load_whisper(path: str, device: str, compute_type: str, cpu_threads: int) ->
                 ) from exc
             _models[key] = model
         return model
-
-
-def split_windows(samples: np.ndarray, window_s: float = WINDOW_S) -> list[tuple[int, int]]:
-    """Cut points (start, end) in samples: windows of at most ``window_s``, cut at quiet frames."""
-    window = int(window_s * SAMPLE_RATE)
-    search = int(CUT_SEARCH_S * SAMPLE_RATE)
-    frame = int(FRAME_S * SAMPLE_RATE)
-    spans, start = [], 0
-    while samples.size - start > window:
-        lo, hi = start + window - search, start + window
-        region = samples[lo:hi]
-        n_frames = region.size // frame
-        energy = (region[: n_frames * frame].reshape(n_frames, frame) ** 2).mean(axis=1)
-        cut = lo + int(np.argmin(energy)) * frame + frame // 2
-        spans.append((start, cut))
-        start = cut
-    spans.append((start, samples.size))
-    return spans
-
-
-@dataclass(frozen=True)
-class _Beam:
-    text: str
-    score: float
 
 
 class FasterWhisperASR:
@@ -150,7 +122,7 @@ class FasterWhisperASR:
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language or "en")
         return [*tokenizer.sot_sequence, tokenizer.no_timestamps]
 
-    def _decode_windows(self, windows: list[np.ndarray], n_best: int) -> list[list[_Beam]]:
+    def _decode_windows(self, windows: list[np.ndarray], n_best: int) -> list[list[tuple[str, float]]]:
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
 
@@ -170,36 +142,18 @@ class FasterWhisperASR:
             suppress_tokens=[-1],
         )
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
-        beams: list[list[_Beam]] = []
+        beams: list[list[tuple[str, float]]] = []
         for result in results:
-            seen: dict[str, _Beam] = {}
+            seen: dict[str, float] = {}
             for ids, score in zip(result.sequences_ids, result.scores):
                 text = tokenizer.decode(ids).strip()
                 if text and text not in seen:  # keep the best-scored copy of duplicate texts
-                    seen[text] = _Beam(text=text, score=float(score))
-            beams.append(list(seen.values()))
+                    seen[text] = float(score)
+            beams.append(list(seen.items()))
         return beams
 
     def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
-        """The N-best list for the whole input, best first (see module docstring for long audio)."""
-        samples = audio.require_samples()
-        if samples.size == 0:
-            return []
-        spans = split_windows(samples)
-        per_window = self._decode_windows([samples[s:e] for s, e in spans], n_best)
-        kept = [(beams, e - s) for beams, (s, e) in zip(per_window, spans) if beams]
-        if not kept:
-            return []
-        total = sum(d for _, d in kept)
-        depth = max(len(beams) for beams, _ in kept)
-        hypotheses: list[Hypothesis] = []
-        seen: set[str] = set()
-        for rank in range(depth):
-            parts = [beams[min(rank, len(beams) - 1)] for beams, _ in kept]
-            text = " ".join(p.text for p in parts)
-            if text in seen:
-                continue
-            seen.add(text)
-            score = sum(p.score * d for p, (_, d) in zip(parts, kept)) / total
-            hypotheses.append(Hypothesis(text=text, score=score, source=self.name, rank=len(hypotheses)))
-        return hypotheses
+        """The N-best list for the whole input, best first (long audio: see :mod:`~speech_hands.tools.windows`)."""
+        return nbest_over_windows(
+            audio.require_samples(), lambda windows: self._decode_windows(windows, n_best), n_best, self.name
+        )

@@ -28,7 +28,7 @@ import numpy as np
 from speech_hands.errors import ConfigurationError
 from speech_hands.tools.base import AudioInput
 from speech_hands.tools.devices import Loaded, resolve_device, shared_model
-from speech_hands.tools.faster_whisper import split_windows
+from speech_hands.tools.windows import nbest_over_windows
 from speech_hands.types import Hypothesis
 
 
@@ -185,29 +185,10 @@ class OpenAIWhisperASR:
         return out
 
     def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
-        """The N-best list, best first (long audio: windows combined rank by rank)."""
-        samples = audio.require_samples()
-        if samples.size == 0:
-            return []
-        spans = split_windows(samples)
-        per_window = self._decode_windows([samples[s:e] for s, e in spans], n_best)
-        kept = [(beams, e - s) for beams, (s, e) in zip(per_window, spans) if beams]
-        if not kept:
-            return []
-        total = sum(d for _, d in kept)
-        hypotheses: list[Hypothesis] = []
-        seen: set[str] = set()
-        for rank in range(max(len(b) for b, _ in kept)):
-            parts = [beams[min(rank, len(beams) - 1)] for beams, _ in kept]
-            text = " ".join(t for t, _ in parts)
-            if text in seen:
-                continue
-            seen.add(text)
-            score = sum(s * d for (_, s), (_, d) in zip(parts, kept)) / total
-            hypotheses.append(Hypothesis(text=text, score=score, source=self.name, rank=len(hypotheses)))
-            if len(hypotheses) == n_best:
-                break
-        return hypotheses
+        """The N-best list, best first (long audio: see :mod:`~speech_hands.tools.windows`)."""
+        return nbest_over_windows(
+            audio.require_samples(), lambda windows: self._decode_windows(windows, n_best), n_best, self.name
+        )
 
     def words(self, audio: AudioInput) -> list[Word]:
         """The 1-best transcript's words with start / end times (seconds) and probabilities."""

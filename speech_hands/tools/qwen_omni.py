@@ -94,7 +94,7 @@ def _model_type(spec: str, local_files_only: bool) -> str | None:
 
 def audio_windows(samples: np.ndarray, window_s: float = WINDOW_S) -> list[np.ndarray]:
     """The audio as windows of at most 30 s, cut at quiet frames."""
-    from speech_hands.tools.faster_whisper import split_windows
+    from speech_hands.tools.windows import split_windows
 
     if samples.size == 0:
         return [samples]
