@@ -36,10 +36,14 @@ from rich.progress import track
 from speech_hands import SpeechHands
 from speech_hands.audio import load_audio
 from speech_hands.evals.wer import corpus_wer
-from speech_hands.reflection.features import audio_statistics, reflector_features
+from speech_hands.reflection.features import (
+    audio_statistics,
+    pool_risk,
+    reflector_features,
+)
+from speech_hands.reflection.mbr import pairwise_word_errors
 from speech_hands.tools.base import ReflectionInput
 from speech_hands.tools.faster_whisper import FasterWhisperASR
-from speech_hands.types import ToolOutput
 
 HERE = Path(__file__).parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "librispeech_other_dev"
@@ -80,7 +84,7 @@ def main() -> None:
             results.append(agent.invoke(audio))
         agent_s = time.perf_counter() - started
 
-        scoring, decide, classify = [], [], []
+        scoring, decide, classify, risk = [], [], [], []
         for audio, result in track(list(zip(audios, results)), description="decision cost", console=console):
             internal = result.internal
             externals = [o for o in result.externals if o.ok]
@@ -95,10 +99,16 @@ def main() -> None:
             policy.reflect(inp)  # the decision itself, scores cached
             t2 = time.perf_counter()
             analysis = rewriter.analyse(inp)
-            feats, _ = reflector_features(analysis.pool, internal, externals, audio_statistics(audio.samples), rewriter.weights)
+            feats, _ = reflector_features(
+                analysis.pool, internal, externals, audio_statistics(audio.samples), rewriter.weights, rewriter.selection
+            )
             t3 = time.perf_counter()
             policy.predict_proba(feats)
             t4 = time.perf_counter()
+            pairwise_word_errors.cache_clear()
+            pool_risk(analysis.pool, analysis.scores, rewriter.selection.alpha)  # MBR: posterior + pairwise jiwer
+            t5 = time.perf_counter()
+            risk.append(t5 - t4)
             scoring.append(t1 - t0)
             decide.append(t2 - t1)
             classify.append(t4 - t3)
@@ -113,12 +123,13 @@ def main() -> None:
 
 {date.today().isoformat()}, {platform.machine()}, {__import__('os').cpu_count()} cores, {len(audios)} LibriSpeech test-other
 utterances ({audio_s:.1f} s of audio), faster-whisper int8, 5-best, artifact
-`speech_hands/data/reflector/reflector-v1.json`.
+`speech_hands/data/reflector/reflector-v1.json` (selection: {rewriter.selection.mode}, alpha {rewriter.selection.alpha:g}).
 
 | per utterance (ms, mean / median) | value |
 |---|---|
 | reflector decision (features + audio statistics + model; candidates already scored) | {ms(decide)} |
 | classifier alone (linear softmax over the feature vector) | {ms(classify)} |
+| MBR expected risk alone (posterior + pairwise jiwer over the pool, uncached; also inside the scoring pass row) | {ms(risk)} |
 | scoring pass (pool every candidate, score under base and tiny.en; shared with the rewrite) | {ms(scoring)} |
 
 | run | wall (s) | real-time factor (s per s of audio) |

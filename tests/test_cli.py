@@ -19,7 +19,7 @@ def test_transcribe_json_then_trace_and_threads(tmp_path):
     result = runner.invoke(app, ["transcribe", str(DEMO_SAMPLE), "--json", "--trace-db", db])
     assert result.exit_code == 0, result.output
     line = json.loads(result.output.strip().splitlines()[-1])
-    assert line["file"] == str(DEMO_SAMPLE) and "afraid" in line["answer"].lower()
+    assert line["file"] == str(DEMO_SAMPLE) and "extend the period" in line["answer"].lower()
     assert f"<{line['action']}>" in ACTION_TOKENS
     assert {c["role"] for c in line["candidates"]} == {"internal", "external"}
     assert sum(line["reflection"]["probs"].values()) == pytest.approx(1.0)

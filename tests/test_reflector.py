@@ -143,3 +143,21 @@ class _StoredScorer:
 
     def score(self, audio, texts):
         return self.fn(self.name, texts)
+
+
+def test_mbr_recipe_code_path_fits_alpha_inside_folds_and_is_seeded():
+    from speech_hands.training.evaluate import cross_validate
+
+    recipe = Recipe(c_grid=(1.0,), mbr_alphas=(0.3, 1.0), weight_grid_tiny=(0.0, 0.5), weight_grid_words=(0.0, 1.0))
+    records = _records()
+    for policy in ("risk", "linear"):
+        report = cross_validate(records, recipe, prompted=False, mode="mbr", policy=policy).summary()
+        assert report["wer"]["agent (learned reflector)"] <= report["wer"]["internal (whisper-base)"]
+        assert all(f["alpha"] in recipe.mbr_alphas for f in report["folds"])  # chosen per fold, from the grid
+    model_a, weights_a, info_a = final_fit(records, recipe, prompted=False, mode="mbr", policy="risk")
+    _, weights_b, info_b = final_fit(records, recipe, prompted=False, mode="mbr", policy="risk")
+    assert (weights_a, info_a) == (weights_b, info_b)
+    assert info_a["selection"] == "mbr" and info_a["alpha"] in recipe.mbr_alphas
+    assert model_a.feature_names == ["risk_internal", "risk_external", "risk_rewrite"]
+    np.testing.assert_array_equal(model_a.coef, -np.eye(3))  # the Bayes decision: no learned weights
+    assert 0 < model_a.temperature

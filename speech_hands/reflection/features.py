@@ -29,6 +29,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from speech_hands.reflection.mbr import (
+    Selection,
+    expected_risk,
+    mbr_index,
+    pairwise_word_errors,
+    posterior,
+)
 from speech_hands.reflection.scoring import CandidateScore
 from speech_hands.types import ToolOutput
 
@@ -176,6 +183,27 @@ def rescore(pool: CandidatePool, weights: Mapping[str, float]) -> list[float]:
     return [candidate_score(c, pool, weights) for c in pool.candidates]
 
 
+def pool_risk(pool: CandidatePool, scores: Sequence[float], alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(posterior, expected word errors) of every pooled candidate (:mod:`~speech_hands.reflection.mbr`).
+
+    An unscored pool has no posterior: uniform weights then (the medoid), never used for a pick."""
+    p = posterior(scores, alpha if pool.scored else 0.0)
+    errors = pairwise_word_errors(tuple(c.words for c in pool.candidates))
+    return p, expected_risk(errors, p)
+
+
+def pick(pool: CandidatePool, scores: Sequence[float], risk: np.ndarray, selection: Selection, members=None) -> int | None:
+    """The selection's choice among ``members`` (default: the whole pool); None if there is none.
+
+    MAP: the best score (ties: the earlier candidate); MBR: the least expected risk."""
+    idx = list(range(len(pool.candidates))) if members is None else list(members)
+    if not idx:
+        return None
+    if selection.mode == "mbr":
+        return mbr_index(risk, scores, idx)
+    return max(idx, key=lambda i: (scores[i], -i))
+
+
 # ---------------------------------------------------------------- word-level distances
 
 
@@ -242,25 +270,30 @@ def reflector_features(
     externals: Sequence[ToolOutput],
     audio_stats: Mapping[str, float],
     weights: Mapping[str, float],
+    selection: Selection | None = None,
 ) -> tuple[dict[str, float], dict[str, int | None]]:
     """The named feature vector, and the pool indices of the three actions' answers.
 
     The indices say which pooled candidate each action would return: ``internal`` (internal top-1),
-    ``external`` (the best-rescored candidate among the external tools' N-best lists) and
-    ``rewrite`` (the best-rescored candidate over the whole pool).
+    ``external`` (the selection's pick among the external tools' N-best lists) and ``rewrite`` (the
+    selection's pick over the whole pool): best-rescored under MAP, least expected risk under MBR.
+    The ``risk_*`` features are each answer's expected word errors under the pool's posterior (per
+    internal word): how wrong each action is likely to be, as the models see it.
     """
+    selection = selection or Selection()
     scores = rescore(pool, weights)
     n = len(pool.candidates)
+    p, risk = pool_risk(pool, scores, selection.alpha)
     i_int = pool.index_of_rank(pool.internal_tool, 0) if pool.internal_tool else None
-    # <external> accepts the external side: the best-rescored candidate among the external tools'
-    # N-best lists (the paper's label rule also takes the best external hypothesis, not only top-1)
+    # <external> accepts the external side: the selection's pick among the external tools' N-best
+    # lists (the paper's label rule also takes the best external hypothesis, not only top-1)
     ext_members = [i for i, c in enumerate(pool.candidates) if any(t in c.ranks for t in pool.external_tools)]
     if pool.scored and ext_members:
-        i_ext = max(ext_members, key=lambda i: (scores[i], -i))
+        i_ext = pick(pool, scores, risk, selection, ext_members)
     else:
         tops = [pool.index_of_rank(t, 0) for t in pool.external_tools]
         i_ext = next((i for i in tops if i is not None), None)
-    i_rew = max(range(n), key=lambda i: (scores[i], -i)) if n and pool.scored else i_int
+    i_rew = pick(pool, scores, risk, selection) if n and pool.scored else i_int
     chosen = {"internal": i_int, "external": i_ext, "rewrite": i_rew}
 
     def words(i: int | None) -> tuple[str, ...]:
@@ -308,4 +341,14 @@ def reflector_features(
         feats.setdefault(f"scorer{k}_int_mean", 0.0)
     for name in AUDIO_FEATURES:
         feats[name] = float(audio_stats.get(name, 0.0))
+    per_word = max(1, len(w_int))
+
+    def rk(i: int | None) -> float:
+        return float(risk[i]) / per_word if i is not None and pool.scored else 0.0
+
+    feats["risk_internal"] = rk(i_int)
+    feats["risk_external"] = rk(i_ext)
+    feats["risk_rewrite"] = rk(i_rew)
+    feats["posterior_internal"] = float(p[i_int]) if i_int is not None and pool.scored else 0.0
+    feats["posterior_top"] = float(p.max()) if p.size and pool.scored else 0.0
     return feats, chosen

@@ -9,7 +9,13 @@ artifact is a few KB of versioned JSON shipped in ``speech_hands/data/reflector/
 
 The policy shares its candidate pool with the rewrite (:class:`RescoringRewriter.analyse`, cached),
 so ``<external>`` names the external candidate the rescoring prefers (``external_tool`` /
-``external_rank``) and ``<rewrite>`` leads to exactly the candidate the features described.
+``external_rank``) and ``<rewrite>`` leads to exactly the candidate the features described. Actions
+that would return the same candidate are one choice (:func:`merge_same_answers`).
+
+Two kinds of artifact run through the same code (the ``model`` field says which): a multinomial
+logistic regression over all features, or the Bayes decision over the three answers' expected word
+errors (``risk_*`` features, coefficients fixed to -1, one fitted temperature), which is what the
+MBR rewrite's posterior recommends. The recipe ships whichever cross-validates better.
 
 After a rewrite (round >= 1) the policy accepts it: the rescoring rewrite is a fixed point (rewriting
 again returns the same text), so a second round could only repeat the first decision.
@@ -25,13 +31,14 @@ import json
 import math
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.errors import ConfigurationError
 from speech_hands.reflection.features import audio_statistics, reflector_features
+from speech_hands.reflection.mbr import Selection
 from speech_hands.reflection.rescoring import RescoringRewriter
 from speech_hands.tools.base import ReflectionInput
 from speech_hands.types import Action, Reflection
@@ -61,6 +68,10 @@ class ReflectorArtifact(BaseModel):
     #: the pool the features assume: scorer name -> model spec, rescoring weights, prompted re-decode
     scorers: dict[str, str]
     weights: dict[str, float]
+    #: how the rewrite picks from the scores: "map" (best score) or "mbr" (least expected word
+    #: errors under softmax(alpha * score)); alpha also defines the reflector's risk features
+    selection: Literal["map", "mbr"] = "map"
+    alpha: float = 1.0
     prompted: bool = True
     normalizer: str = "english"
     recipe: dict[str, Any] = Field(default_factory=dict)
@@ -70,10 +81,10 @@ class ReflectorArtifact(BaseModel):
 
     def checksum(self) -> str:
         """Hash of the parameters that decide predictions (not of the metadata)."""
-        core = json.dumps(
-            [self.features, self.mean, self.scale, self.coef, self.intercept, self.temperature, self.weights],
-            sort_keys=True,
-        )
+        params: list[Any] = [self.features, self.mean, self.scale, self.coef, self.intercept, self.temperature, self.weights]
+        if (self.selection, self.alpha) != ("map", 1.0):  # older (MAP-only) artifacts keep their checksum
+            params += [self.selection, self.alpha]
+        core = json.dumps(params, sort_keys=True)
         return hashlib.sha256(core.encode()).hexdigest()[:16]
 
     @classmethod
@@ -94,6 +105,9 @@ class ReflectorArtifact(BaseModel):
             )
         return artifact
 
+    def selection_rule(self) -> Selection:
+        return Selection(self.selection, self.alpha)
+
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
@@ -103,6 +117,26 @@ def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max()
     e = np.exp(z)
     return e / e.sum()
+
+
+def merge_same_answers(probs: Sequence[float], answers: Sequence[Hashable]) -> np.ndarray:
+    """Actions that would return the same answer are one choice: their probability mass goes to the
+    first of them in the paper's tie order (internal, external, rewrite), the others get 0.
+
+    Why: with the rescoring/MBR rewrite, ``<rewrite>`` often names the very candidate ``<internal>``
+    (or ``<external>``) returns; splitting the mass between two names of one answer would let a
+    distinct, less likely answer win the argmax. ``answers[i]`` identifies action i's answer (a pool
+    index or a normalised text; None: unavailable, never merged)."""
+    out = np.array(probs, dtype=np.float64)
+    for i in range(len(out)):
+        if answers[i] is None:
+            continue
+        for j in range(i):
+            if answers[j] is not None and answers[j] == answers[i]:
+                out[j] += out[i]
+                out[i] = 0.0
+                break
+    return out
 
 
 class LearnedPolicy:
@@ -161,15 +195,16 @@ class LearnedPolicy:
         original = inp.original_internal or inp.internal
         externals = [o for o in inp.externals if o.ok]
         feats, chosen = reflector_features(
-            pool, original, externals, audio_statistics(inp.audio.samples), self.rewriter.weights
+            pool, original, externals, audio_statistics(inp.audio.samples), self.rewriter.weights, self.rewriter.selection
         )
         probs = self.predict_proba(feats)
         if not (pool.internal_tool and chosen["internal"] is not None):
             probs[Action.INTERNAL] = 0.0
         if chosen["external"] is None:
             probs[Action.EXTERNAL] = 0.0
-        total = sum(probs.values())
-        probs = {a: p / total for a, p in probs.items()}
+        merged = merge_same_answers([probs[a] for a in Action], [chosen[a.value] for a in Action])
+        total = float(merged.sum())
+        probs = {a: float(p) / total for a, p in zip(Action, merged)}
         if sample:
             t = self.sample_temperature
             weights = [p ** (1 / t) for p in probs.values()]
@@ -190,8 +225,10 @@ class LearnedPolicy:
             answer = output.hypotheses[external_rank].text
         rationale = (
             f"P={', '.join(f'{a.value}:{p:.2f}' for a, p in probs.items())}; "
-            f"{len(pool.candidates)} pooled candidates; rewrite would change "
-            f"{feats['dist_int_rew']:.0%} of the internal words (score margin {feats['margin_rew_int']:+.2f}/word)"
+            f"{len(pool.candidates)} pooled candidates; rewrite ({self.rewriter.selection.mode}) would change "
+            f"{feats['dist_int_rew']:.0%} of the internal words (score margin {feats['margin_rew_int']:+.2f}/word); "
+            f"expected errors per word: internal {feats['risk_internal']:.2f}, external {feats['risk_external']:.2f}, "
+            f"rewrite {feats['risk_rewrite']:.2f}"
         )
         return Reflection(
             action=action,
@@ -230,7 +267,7 @@ def build_learned(
         )
     scorers = [WhisperScorer(backends[n]) for n in art.scorers]
     generators = [PromptedCandidates(internal)] if art.prompted else []
-    rewriter = RescoringRewriter(scorers, weights=art.weights, generators=generators)
+    rewriter = RescoringRewriter(scorers, weights=art.weights, selection=art.selection_rule(), generators=generators)
     if not math.isclose(sum(1 for _ in art.actions), 3):
         raise ConfigurationError("reflector artifact must have three actions")
     return LearnedPolicy(art, rewriter), rewriter

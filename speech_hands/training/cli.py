@@ -1,7 +1,7 @@
 """``speech-hands train-reflector``: the reflector recipe end to end (docs/reflector.md).
 
 Stages: build the training items (real, augmented, espeak-ng), run the pool over them (cached
-records), cross-validate (leave one real speaker out) both rewrite configurations, then fit the
+records), cross-validate (leave one real speaker out) every rewrite configuration, then fit the
 rescoring weights and the reflector on everything and write the artifact with its CV metrics.
 """
 
@@ -42,7 +42,10 @@ def train_reflector(
     limit: Optional[int] = typer.Option(None, help="use only the first N real utterances (smoke runs)"),
     espeak: Optional[int] = typer.Option(None, help="espeak-ng utterances (default: the recipe's)"),
     augment: Optional[int] = typer.Option(None, help="augmented copies per real utterance (default: the recipe's)"),
-    rewrite: str = typer.Option("auto", help="rewrite config: auto (pick by CV), rescore, rescore+prompted"),
+    rewrite: str = typer.Option(
+        "auto", help="rewrite config: auto (pick by CV), rescore, rescore+prompted, mbr, mbr+prompted, mbr/risk, mbr+prompted/risk"
+    ),
+    nested: bool = typer.Option(False, help="also cross-validate the config choice itself (inner CV per held-out speaker, ~1.5 min)"),
 ) -> None:
     """Train the learned reflector (and rescoring weights) and write the versioned artifact."""
     from speech_hands.training.fit import run_recipe
@@ -61,6 +64,7 @@ def train_reflector(
         out=out,
         limit=limit,
         rewrite=rewrite,
+        nested=nested,
         progress=_progress,
         console=console,
     )
@@ -83,6 +87,11 @@ def _print_summary(result: dict) -> None:
         f"agent / best single = {summary['agent_over_best_single']:.3f}; gap closed = {summary['gap_closed']:.3f}; "
         f"per-action F1 = { {k: round(v['f1'], 3) for k, v in summary['per_action'].items()} }"
     )
+    others = ", ".join(f"{k} {v['wer']['agent (learned reflector)']:.2f}" for k, v in result["cv"].items())
+    Console().print(f"CV agent WER % per config: {others}")
+    if "nested_selection" in result:
+        n = result["nested_selection"]
+        Console().print(f"config choice cross-validated too (nested): agent WER {n['agent_wer']:.2f} % ({n['choices']})")
 
 
 def register(app: typer.Typer) -> None:

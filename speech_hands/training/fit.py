@@ -6,20 +6,43 @@ import platform
 from pathlib import Path
 from typing import Any, Callable
 
-from speech_hands.training.evaluate import cross_validate
+from speech_hands.training.evaluate import cross_validate, nested_selection
 from speech_hands.training.recipe import Recipe, recipe_items
 from speech_hands.training.records import PoolRunner, build_records
-from speech_hands.training.train import fit_reflector, make_examples, rescoring_weights
+from speech_hands.training.train import (
+    fit_reflector,
+    fit_risk_policy,
+    make_examples,
+    rescoring_fit,
+)
 
-REWRITE_CONFIGS = {"rescore": False, "rescore+prompted": True}
+#: rewrite configurations cross-validated by the recipe: (prompted re-decode in the pool, selection,
+#: policy). Policy "linear" is the logistic-regression reflector over all features; "risk" is the
+#: Bayes decision (the action whose answer has the fewest expected word errors under the pool's
+#: posterior), only meaningful with MBR selection.
+REWRITE_CONFIGS: dict[str, tuple[bool, str, str]] = {
+    "rescore": (False, "map", "linear"),
+    "rescore+prompted": (True, "map", "linear"),
+    "mbr": (False, "mbr", "linear"),
+    "mbr+prompted": (True, "mbr", "linear"),
+    "mbr/risk": (False, "mbr", "risk"),
+    "mbr+prompted/risk": (True, "mbr", "risk"),
+}
+
+MODEL_NAMES = {"linear": "multinomial-logistic-regression", "risk": "expected-risk-bayes-decision"}
 
 
-def final_fit(records: list, recipe: Recipe, *, prompted: bool) -> tuple[Any, dict[str, float], dict]:
-    weights = rescoring_weights(records, recipe, prompted=prompted)
-    examples = make_examples(records, weights, prompted=prompted)
-    names = sorted(examples[0].features)
-    model, info = fit_reflector(examples, names, recipe.c_grid, recipe.seed)
-    return model, weights, info
+def final_fit(
+    records: list, recipe: Recipe, *, prompted: bool, mode: str = "map", policy: str = "linear"
+) -> tuple[Any, dict[str, float], dict]:
+    """Rescoring weights, alpha and the reflector on all records; ``info`` holds C, T and alpha."""
+    weights, selection, _ = rescoring_fit(records, recipe, prompted=prompted, mode=mode)
+    examples = make_examples(records, weights, prompted=prompted, selection=selection)
+    if policy == "risk":
+        model, info = fit_risk_policy(examples)
+    else:
+        model, info = fit_reflector(examples, sorted(examples[0].features), recipe.c_grid, recipe.seed)
+    return model, weights, {**info, "selection": selection.mode, "alpha": selection.alpha, "policy": policy}
 
 
 def run_recipe(
@@ -30,6 +53,7 @@ def run_recipe(
     out: Path | None,
     limit: int | None = None,
     rewrite: str = "auto",
+    nested: bool = False,
     progress: Callable[[], Any] | None = None,
     console: Any = None,
 ) -> dict:
@@ -45,18 +69,26 @@ def run_recipe(
     else:
         records = build_records(items, cache, lambda: PoolRunner(recipe.pool), recipe.pool)
     configs = REWRITE_CONFIGS if rewrite == "auto" else {rewrite: REWRITE_CONFIGS[rewrite]}
-    cv: dict[str, dict] = {}
-    for name, prompted in configs.items():
+    reports = {}
+    for name, (prompted, mode, policy) in configs.items():
         if console is not None:
             console.print(f"cross-validating rewrite config {name} ...")
-        cv[name] = cross_validate(records, recipe, prompted=prompted).summary()
+        reports[name] = cross_validate(records, recipe, prompted=prompted, mode=mode, policy=policy)
+    cv = {name: rep.summary() for name, rep in reports.items()}
+    nested_result = None
+    if nested and len(configs) > 1:
+        if console is not None:
+            console.print("nested config selection (inner CV per held-out speaker) ...")
+        nested_result = nested_selection(records, recipe, configs, reports)
     agent = "agent (learned reflector)"
     chosen = min(cv, key=lambda k: (cv[k]["wer"][agent], list(configs).index(k)))
-    model, weights, info = final_fit(records, recipe, prompted=configs[chosen])
+    prompted, mode, policy = configs[chosen]
+    model, weights, info = final_fit(records, recipe, prompted=prompted, mode=mode, policy=policy)
     counts: dict[str, int] = {}
     for r in records:
         counts[r.item.origin] = counts.get(r.item.origin, 0) + 1
     artifact = ReflectorArtifact(
+        model=MODEL_NAMES[policy],
         features=model.feature_names,
         mean=[round(float(v), 8) for v in model.mean],
         scale=[round(float(v), 8) for v in model.scale],
@@ -65,7 +97,9 @@ def run_recipe(
         temperature=round(model.temperature, 6),
         scorers={recipe.pool.internal_name: recipe.pool.internal, **{n: s for s, n in recipe.pool.externals}},
         weights=weights,
-        prompted=configs[chosen],
+        selection=info["selection"],
+        alpha=info["alpha"],
+        prompted=prompted,
         recipe=recipe.model_dump(mode="json"),
         recipe_hash=recipe.hash(),
         training={"records": counts, **info, "python": platform.python_version()},
@@ -73,4 +107,7 @@ def run_recipe(
     )
     if out is not None:
         artifact.save(out)
-    return {"chosen": chosen, "cv": cv, "artifact_checksum": artifact.checksum(), "weights": weights, "fit": info}
+    result = {"chosen": chosen, "cv": cv, "artifact_checksum": artifact.checksum(), "weights": weights, "fit": info}
+    if nested_result is not None:
+        result["nested_selection"] = nested_result
+    return result

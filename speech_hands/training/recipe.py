@@ -55,6 +55,8 @@ class Recipe(BaseModel):
     ranker_c: float = 1.0
     weight_grid_tiny: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     weight_grid_words: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+    #: MBR posterior temperatures tried (softmax(alpha * ranker score)); chosen inside each CV fold
+    mbr_alphas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
     def hash(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]

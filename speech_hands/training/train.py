@@ -10,10 +10,11 @@ microseconds, no pickle and no scikit-learn needed at inference.
 
 Labels follow the paper's rule (METHOD.md section 3, via :mod:`speech_hands.evals.labels` when it is
 installed) with one realistic change: "best external" is the external candidate the ``<external>``
-action would actually return (the best-rescored one), not an oracle pick inside the list, so a
-label never asks for an answer the agent cannot give. Classes are balanced (``<internal>`` dominates).
+action would actually return (best-rescored under MAP, least expected risk under MBR), not an oracle
+pick inside the list, so a label never asks for an answer the agent cannot give. Examples are
+weighted by regret (``<internal>`` dominates).
 
-Everything tuned (rescoring weights, the regularisation C, the temperature) is fitted on the training
+Everything tuned (rescoring weights, MBR alpha, the regularisation C, the temperature) is fitted on the training
 folds only; the held-out speaker is touched once, for the report.
 """
 
@@ -27,10 +28,13 @@ import numpy as np
 
 from speech_hands.reflection.features import (
     CandidatePool,
+    pick,
     pool_from_outputs,
+    pool_risk,
     reflector_features,
     rescore,
 )
+from speech_hands.reflection.mbr import Selection
 from speech_hands.text import normalize_english
 from speech_hands.training.records import PoolRecord
 from speech_hands.types import Action
@@ -103,11 +107,17 @@ def record_pool(record: PoolRecord, *, prompted: bool) -> CandidatePool:
     )
 
 
-def make_examples(records: Sequence[PoolRecord], weights: Mapping[str, float], *, prompted: bool) -> list[Example]:
+def make_examples(
+    records: Sequence[PoolRecord],
+    weights: Mapping[str, float],
+    *,
+    prompted: bool,
+    selection: Selection | None = None,
+) -> list[Example]:
     out = []
     for rec in records:
         pool = record_pool(rec, prompted=prompted)
-        feats, chosen = reflector_features(pool, rec.internal, rec.externals, rec.audio_stats, weights)
+        feats, chosen = reflector_features(pool, rec.internal, rec.externals, rec.audio_stats, weights, selection)
         answers = {a: (pool.candidates[chosen[a.value]].text if chosen[a.value] is not None else "") for a in ACTIONS}
         errs = {}
         ref_words = 0
@@ -122,12 +132,17 @@ def make_examples(records: Sequence[PoolRecord], weights: Mapping[str, float], *
 # ---------------------------------------------------------------- rescoring weights
 
 
-def pick_errors(pool: CandidatePool, reference: str, weights: Mapping[str, float], memo: dict) -> int:
-    scores = rescore(pool, weights)
+def pick_errors(
+    pool: CandidatePool, reference: str, weights: Mapping[str, float], memo: dict, selection: Selection | None = None
+) -> int:
+    """Word errors of the rewrite's pick (MAP or MBR) on one pool."""
     if not pool.candidates:
         return word_errors(reference, "")[0]
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    text = pool.candidates[best].text
+    selection = selection or Selection()
+    scores = rescore(pool, weights)
+    risk = pool_risk(pool, scores, selection.alpha)[1] if selection.mode == "mbr" else None
+    best = pick(pool, scores, risk, selection)  # type: ignore[arg-type]
+    text = pool.candidates[best].text  # type: ignore[index]
     key = (id(pool), text)
     if key not in memo:
         memo[key] = word_errors(reference, text)[0]
@@ -141,20 +156,35 @@ def fit_weights(
     grid_tiny: Sequence[float],
     grid_words: Sequence[float],
     internal_scorer: str,
-) -> dict[str, float]:
-    """Grid search of the rescoring weights (internal scorer fixed at 1) minimising corpus errors."""
+    selections: Sequence[Selection] = (Selection(),),
+) -> tuple[dict[str, float], Selection]:
+    """Grid search of the rescoring weights (internal scorer fixed at 1) and the selection rule,
+    jointly minimising corpus errors of the pick (first grid point wins ties)."""
     pools = [(record_pool(r, prompted=prompted), r.item.reference) for r in records]
     others = sorted({name for r in records for name in r.scores if name != internal_scorer})
     memo: dict = {}
-    best: tuple[int, dict[str, float]] | None = None
-    for w_other in grid_tiny:
-        for w_words in grid_words:
-            weights = {internal_scorer: 1.0, **{o: w_other for o in others}, "words": w_words}
-            errors = sum(pick_errors(p, ref, weights, memo) for p, ref in pools)
-            if best is None or errors < best[0]:
-                best = (errors, weights)
+    best: tuple[int, dict[str, float], Selection] | None = None
+    for selection in selections:
+        for w_other in grid_tiny:
+            for w_words in grid_words:
+                weights = {internal_scorer: 1.0, **{o: w_other for o in others}, "words": w_words}
+                errors = sum(pick_errors(p, ref, weights, memo, selection) for p, ref in pools)
+                if best is None or errors < best[0]:
+                    best = (errors, weights, selection)
     assert best is not None
-    return best[1]
+    return best[1], best[2]
+
+
+def fit_alpha(
+    records: Sequence[PoolRecord], weights: Mapping[str, float], alphas: Sequence[float], *, prompted: bool
+) -> tuple[float, dict[float, int]]:
+    """The MBR temperature with the fewest corpus errors of the rewrite pick on ``records`` (which
+    are training folds only: the caller never passes the held-out speaker). Ties go to the larger
+    alpha (closer to MAP). Returns the alpha and the errors per alpha."""
+    pools = [(record_pool(r, prompted=prompted), r.item.reference) for r in records]
+    memo: dict = {}
+    errors = {a: sum(pick_errors(p, ref, weights, memo, Selection("mbr", a)) for p, ref in pools) for a in alphas}
+    return min(alphas, key=lambda a: (errors[a], -a)), errors
 
 
 def fit_ranker(
@@ -215,8 +245,34 @@ def rescoring_weights(records: Sequence[PoolRecord], recipe, *, prompted: bool) 
             grid_tiny=recipe.weight_grid_tiny,
             grid_words=recipe.weight_grid_words,
             internal_scorer=recipe.pool.internal_name,
-        )
+        )[0]
     return fit_ranker(records, prompted=prompted, c=recipe.ranker_c, seed=recipe.seed)
+
+
+def rescoring_fit(
+    records: Sequence[PoolRecord], recipe, *, prompted: bool, mode: str
+) -> tuple[dict[str, float], Selection, dict]:
+    """Rescoring weights and the selection rule, fitted on ``records`` only (training folds).
+
+    MBR: the posterior's score is the log-linear ensemble ``log P_base + w_t log P_tiny + w_n words``
+    (both with end-of-text); ``w_t``, ``w_n`` and ``alpha`` are grid-searched jointly for the fewest
+    errors of the MBR pick. A log-likelihood-like score is what a posterior needs; the pairwise
+    ranker's score (rank and source-support features) made a worse posterior (docs/reflector.md).
+    MAP: the recipe's ranker (:func:`rescoring_weights`); alpha, then used only by the risk
+    features, from :func:`fit_alpha`."""
+    if mode == "mbr":
+        weights, sel = fit_weights(
+            records,
+            prompted=prompted,
+            grid_tiny=recipe.weight_grid_tiny,
+            grid_words=recipe.weight_grid_words,
+            internal_scorer=recipe.pool.internal_name,
+            selections=[Selection("mbr", a) for a in recipe.mbr_alphas],
+        )
+        return weights, sel, {"alpha": sel.alpha}
+    weights = rescoring_weights(records, recipe, prompted=prompted)
+    alpha, _ = fit_alpha(records, weights, recipe.mbr_alphas, prompted=prompted)
+    return weights, Selection("map", alpha), {"alpha": alpha}
 
 
 # ---------------------------------------------------------------- the reflector model
@@ -316,9 +372,42 @@ def routed_errors(examples: Sequence[Example], actions: Sequence[Action]) -> int
     return sum(e.errors[a] for e, a in zip(examples, actions))
 
 
-def decide(probs: np.ndarray) -> list[Action]:
-    """Argmax with the paper's tie order (internal, external, rewrite)."""
+def decide(probs: np.ndarray, examples: Sequence[Example] | None = None) -> list[Action]:
+    """Argmax with the paper's tie order (internal, external, rewrite). With ``examples``, actions
+    that return the same answer are one choice first (:func:`merge_same_answers`), as in the policy."""
+    if examples is not None:
+        from speech_hands.reflection.learned import merge_same_answers
+
+        probs = np.array([merge_same_answers(row, [e.answers[a] for a in ACTIONS]) for row, e in zip(probs, examples)])
     return [ACTIONS[int(np.argmax(row))] for row in probs]
+
+
+
+RISK_FEATURES = ("risk_internal", "risk_external", "risk_rewrite")
+
+
+def fit_risk_policy(examples: Sequence[Example]) -> tuple[LinearReflector, dict[str, float]]:
+    """The Bayes decision as a linear reflector: logit(action) = -(expected word errors of its answer
+    per internal word) / T. No weights are learned here (the posterior's are: rescoring weights and
+    alpha); T only calibrates the probabilities: the NLL of the gold labels under the probabilities
+    the policy reports (same-answer actions merged), on a log grid wide enough for per-word risks."""
+    from speech_hands.reflection.learned import merge_same_answers
+
+    names = list(RISK_FEATURES)
+    x = matrix(examples, names)
+    y = np.array([ACTIONS.index(e.label) for e in examples])
+    model = LinearReflector(names, np.zeros(3), np.ones(3), 0.0 - np.eye(3), np.zeros(3))
+    best_t, best_nll = 1.0, math.inf
+    for t in np.exp(np.linspace(math.log(0.01), math.log(4.0), 61)):
+        model.temperature = float(t)
+        probs = model.predict_proba(x)
+        merged = [merge_same_answers(row, [e.answers[a] for a in ACTIONS]) for row, e in zip(probs, examples)]
+        nll = -float(np.mean([math.log(max(1e-12, m[k])) for m, k in zip(merged, y)]))
+        if nll < best_nll - 1e-12:
+            best_t, best_nll = float(t), nll
+    model.temperature = best_t
+    train_errors = routed_errors(examples, decide(model.predict_proba(x), examples))
+    return model, {"train_errors": float(train_errors), "temperature": best_t, "train_nll": round(best_nll, 4)}
 
 
 def group_folds(groups: Sequence[str]) -> list[str]:
@@ -348,7 +437,7 @@ def fit_reflector(
                 continue
             model = fit_linear(train, names, c, seed)
             x = matrix(test, names)
-            errs += routed_errors(test, decide(model.predict_proba(x)))
+            errs += routed_errors(test, decide(model.predict_proba(x), test))
             logits.append(model.logits(x))
             labels += [ACTIONS.index(e.label) for e in test]
         if progress:
