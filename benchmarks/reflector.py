@@ -46,15 +46,19 @@ from speech_hands.tools.base import ReflectionInput
 from speech_hands.tools.faster_whisper import FasterWhisperASR
 
 HERE = Path(__file__).parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "librispeech_other_dev"
+def _default_data() -> Path:
+    from speech_hands.evals.datasets import shared_data_dir
+
+    return shared_data_dir() / "librispeech_other_dev"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=None, help="librispeech_other_dev folder (default: shared data)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
+    args.data = args.data or _default_data()
     console = Console()
 
     with (args.data / "transcripts.tsv").open(newline="") as fh:

@@ -10,7 +10,17 @@ import pytest
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SPEECH_HANDS_SHARED_DATA", REPO.parent / "shared" / "data"))
+def _find_shared_data() -> Path:
+    from speech_hands.errors import ConfigurationError
+    from speech_hands.evals.datasets import shared_data_dir
+
+    try:
+        return shared_data_dir()
+    except ConfigurationError:
+        return REPO.parent / "shared" / "data"  # reported by the shared_data fixture
+
+
+SHARED_DATA = _find_shared_data()
 LIBRISPEECH_DEV = SHARED_DATA / "librispeech_other_dev"
 
 

@@ -35,13 +35,16 @@ DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 
 
 def shared_data_dir() -> Path:
-    """Where the shared datasets live: ``$SPEECH_HANDS_SHARED_DATA`` or ``../shared/data``."""
+    """Where the shared datasets live: ``$SPEECH_HANDS_SHARED_DATA``, else the first ``shared/data``
+    folder beside the working directory or the source checkout, or beside one of their parents (a
+    clone at ``work/main`` or ``work/ci/clone`` both find ``work/shared/data``)."""
     if env := os.environ.get("SPEECH_HANDS_SHARED_DATA"):
         return Path(env).expanduser()
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base.parent / "shared" / "data"
-        if candidate.is_dir():
-            return candidate
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parents[2]):
+        for folder in (start, *start.parents):
+            candidate = folder.parent / "shared" / "data"
+            if candidate.is_dir():
+                return candidate
     raise ConfigurationError(
         "shared data folder not found; set SPEECH_HANDS_SHARED_DATA to the folder holding librispeech_other_dev/ etc."
     )

@@ -7,7 +7,6 @@ hash, and ``speech-hands train-reflector`` re-runs it end to end (docs/reflector
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from pathlib import Path
 
@@ -26,10 +25,10 @@ from speech_hands.training.records import PoolConfig
 
 
 def default_shared_data() -> Path:
-    env = os.environ.get("SPEECH_HANDS_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    """The shared data folder (``$SPEECH_HANDS_SHARED_DATA`` or a ``shared/data`` beside the checkout)."""
+    from speech_hands.evals.datasets import shared_data_dir
+
+    return shared_data_dir()
 
 
 class Recipe(BaseModel):
