@@ -22,7 +22,6 @@ All ratios come from one run on one machine; absolute seconds depend on the mach
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import statistics
@@ -32,47 +31,31 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-import jiwer
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from _common import load_dev
+
 from speech_hands import AgentConfig, SpeechHands
-from speech_hands.audio import load_audio
+from speech_hands.evals.wer import corpus_wer
 from speech_hands.reflection.confidence import ConfidencePolicy
 from speech_hands.reflection.rewrite import AlignmentVotingRewriter
-from speech_hands.text import normalize_english
 from speech_hands.tools.composed import ComposedOmni
 from speech_hands.tools.faster_whisper import FasterWhisperASR
 
 HERE = Path(__file__).parent
-def _default_data() -> Path:
-    from speech_hands.evals.datasets import shared_data_dir
-
-    return shared_data_dir() / "librispeech_other_dev"
-
-
-def corpus_wer(refs: list[str], hyps: list[str]) -> float:
-    out = jiwer.process_words([normalize_english(r) for r in refs], [normalize_english(h) for h in hyps])
-    errors = out.substitutions + out.deletions + out.insertions
-    return errors / max(1, out.substitutions + out.deletions + out.hits)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="librispeech_other_dev folder (default: shared data)")
+    parser.add_argument("--data", type=Path, default=None, help="shared data folder (default: found beside the checkout)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--cpu-threads", type=int, default=0, help="ctranslate2 threads per model (0: its default)")
     parser.add_argument("--n-best", type=int, default=5)
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
-    args.data = args.data or _default_data()
     console = Console()
 
-    with (args.data / "transcripts.tsv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))[: args.limit]
-    audios = [load_audio(args.data / r["audio"], utterance_id=r["utt_id"]) for r in rows]
-    refs = [r["text"] for r in rows]
+    audios, refs = load_dev(args.data, args.limit)
     audio_s = sum(a.ref.duration_s for a in audios)
 
     base = FasterWhisperASR(model="bundled:base", name="whisper-base", cpu_threads=args.cpu_threads)
@@ -131,9 +114,9 @@ def main() -> None:
         "parallel_perception_ratio_mean": round(statistics.mean(perception_ratios), 3),
         "parallel_perception_ratio_median": round(statistics.median(perception_ratios), 3),
         "agent_rtf": round(agent_s / audio_s, 4),
-        "wer_internal_base": round(100 * corpus_wer(refs, internal), 2),
-        "wer_external_tiny_en": round(100 * corpus_wer(refs, external), 2),
-        "wer_agent": round(100 * corpus_wer(refs, answers), 2),
+        "wer_internal_base": round(100 * corpus_wer(refs, internal).wer, 2),
+        "wer_external_tiny_en": round(100 * corpus_wer(refs, external).wer, 2),
+        "wer_agent": round(100 * corpus_wer(refs, answers).wer, 2),
         "actions": actions,
     }
 

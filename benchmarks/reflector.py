@@ -20,7 +20,6 @@ between the ``reflector`` markers.
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import re
 import statistics
@@ -33,8 +32,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import track
 
+from _common import load_dev
+
 from speech_hands import SpeechHands
-from speech_hands.audio import load_audio
 from speech_hands.evals.wer import corpus_wer
 from speech_hands.reflection.features import (
     audio_statistics,
@@ -46,25 +46,15 @@ from speech_hands.tools.base import ReflectionInput
 from speech_hands.tools.faster_whisper import FasterWhisperASR
 
 HERE = Path(__file__).parent
-def _default_data() -> Path:
-    from speech_hands.evals.datasets import shared_data_dir
-
-    return shared_data_dir() / "librispeech_other_dev"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="librispeech_other_dev folder (default: shared data)")
+    parser.add_argument("--data", type=Path, default=None, help="shared data folder (default: found beside the checkout)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
-    args.data = args.data or _default_data()
     console = Console()
 
-    with (args.data / "transcripts.tsv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))[: args.limit]
-    audios = [load_audio(args.data / r["audio"], utterance_id=r["utt_id"]) for r in rows]
-    refs = [r["text"] for r in rows]
+    audios, refs = load_dev(args.data, args.limit)
     audio_s = sum(a.ref.duration_s for a in audios)
 
     base = FasterWhisperASR(model="bundled:base", name="whisper-base")

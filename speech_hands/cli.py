@@ -11,10 +11,10 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from speech_hands.errors import SpeechHandsError
+from speech_hands.progress import progress_bar
 
 app = typer.Typer(
     name="speech-hands",
@@ -108,16 +108,7 @@ def transcribe(
         max_rewrites=max_rewrites,
     )
     rows: list[tuple[str, Any]] = [(str(f), None) for f in files]
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=len(files) < 2 or not err_console.is_terminal,
-        transient=True,
-    ) as progress:
+    with progress_bar(err_console, disable=len(files) < 2 or not err_console.is_terminal, transient=True) as progress:
         task = progress.add_task("routing", total=len(files))
 
         def done(i: int, outcome: Any) -> None:

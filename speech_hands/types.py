@@ -179,7 +179,25 @@ class NodeTiming(_Frozen):
     started_at: float
 
 
-class AgentResult(BaseModel):
+class CandidateViews:
+    """Read-only views over a ``candidates: list[ToolOutput]`` field (results and eval records)."""
+
+    candidates: list[ToolOutput]
+
+    @property
+    def internal(self) -> ToolOutput | None:
+        return next((c for c in self.candidates if c.role == "internal"), None)
+
+    @property
+    def externals(self) -> list[ToolOutput]:
+        return [c for c in self.candidates if c.role == "external"]
+
+    @property
+    def failed_tools(self) -> list[ToolOutput]:
+        return [c for c in self.candidates if c.error is not None]
+
+
+class AgentResult(CandidateViews, BaseModel):
     """What :meth:`speech_hands.SpeechHands.invoke` returns: the answer and why it was chosen."""
 
     model_config = ConfigDict(extra="forbid")
@@ -208,18 +226,6 @@ class AgentResult(BaseModel):
         if self.action is None and not self.skipped_reason:
             raise ValueError("a result without an action must say why it was skipped")
         return self
-
-    @property
-    def internal(self) -> ToolOutput | None:
-        return next((c for c in self.candidates if c.role == "internal"), None)
-
-    @property
-    def externals(self) -> list[ToolOutput]:
-        return [c for c in self.candidates if c.role == "external"]
-
-    @property
-    def failed_tools(self) -> list[ToolOutput]:
-        return [c for c in self.candidates if c.error is not None]
 
     def timing(self, node: str) -> float:
         """Total seconds spent in ``node`` (summed over rounds)."""

@@ -181,12 +181,12 @@ def _ask(model, prompt: str) -> str:
 
 def judge_rows(rows: Sequence[JascoRow], judges: Sequence[object], *, reformat: bool = True, show_progress: bool = True) -> list[list[JudgeVerdict]]:
     """``verdicts[j][i]``: judge j's verdict on row i. A failing call is recorded, not raised."""
-    from rich.progress import Progress
+    from speech_hands.progress import progress_bar
 
     if not judges:
         raise ConfigurationError("give at least one judge (a langchain-core chat model)")
     verdicts: list[list[JudgeVerdict]] = []
-    with Progress(disable=not show_progress, transient=True) as progress:
+    with progress_bar(disable=not show_progress, transient=True) as progress:
         for model in judges:
             name = _judge_name(model)
             task = progress.add_task(f"judge {name}", total=len(rows))

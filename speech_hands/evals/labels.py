@@ -39,7 +39,7 @@ from speech_hands.evals.wer import Unit, word_errors
 from speech_hands.text import NormalizerName
 from speech_hands.types import Action
 
-__all__ = ["GoldLabel", "LabelRule", "asr_gold_action", "qa_gold_action"]
+__all__ = ["GoldLabel", "LabelRule", "asr_gold_action", "decide_asr_action", "qa_gold_action"]
 
 
 class LabelRule(BaseModel):
@@ -79,6 +79,17 @@ class GoldLabel(BaseModel):
     external_tool: str | None = Field(default=None, description="the tool holding the best external candidate")
     external_rank: int | None = Field(default=None, description="its rank in that tool's N-best")
     external_text: str | None = None
+
+
+def decide_asr_action(internal: float, external: float, rewrite: float, tolerance: float = 0) -> Action:
+    """The paper's rule on one utterance's error counts (or WERs: same reference, same order):
+    internal if exactly right or no worse than both others (within ``tolerance``); else external if
+    no worse than both; else rewrite. ``inf`` marks a candidate that is absent."""
+    if internal == 0 or (internal <= external + tolerance and internal <= rewrite + tolerance):
+        return Action.INTERNAL
+    if external <= internal and external <= rewrite:
+        return Action.EXTERNAL
+    return Action.REWRITE
 
 
 def _best_external(
@@ -122,13 +133,7 @@ def asr_gold_action(
         else:
             action = Action.REWRITE
     else:
-        tol = rule.tolerance
-        if e_int == 0 or (e_int <= e_ext + tol and e_int <= e_rw + tol):
-            action = Action.INTERNAL
-        elif e_ext <= e_int and e_ext <= e_rw:
-            action = Action.EXTERNAL
-        else:
-            action = Action.REWRITE
+        action = decide_asr_action(e_int, e_ext, e_rw, rule.tolerance)
     return GoldLabel(
         action=action,
         errors={"internal": e_int, "external": e_ext, "rewrite": e_rw},

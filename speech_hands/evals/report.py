@@ -177,8 +177,10 @@ def build_report(
     normalizer: NormalizerName = "english",
     unit: Unit = "word",
     rule: LabelRule | None = None,
+    routing: RoutingAnalysis | None = None,
 ) -> EvalReport:
-    """Aggregate ``results`` (in manifest order) into an :class:`EvalReport`."""
+    """Aggregate ``results`` (in manifest order) into an :class:`EvalReport` (``routing``: an analysis
+    already computed for the same results and rule, so it is not done twice)."""
     if not results:
         raise ValueError("no results to report")
     rule = rule or LabelRule(normalizer=normalizer, unit=unit)
@@ -187,7 +189,8 @@ def build_report(
     systems = rows_for(results)
     datasets = list(dict.fromkeys(r.dataset for r in results))
     per_dataset = {d: rows_for([r for r in results if r.dataset == d]) for d in datasets} if len(datasets) > 1 else {}
-    routing, _ = analyse_routing(results, rule)
+    if routing is None:
+        routing, _ = analyse_routing(results, rule)
 
     pool = [s for s in systems if s.kind == "pool"]
     agent = next(s for s in systems if s.kind == "agent")
@@ -349,8 +352,8 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rule = rule or LabelRule(normalizer=normalizer, unit=unit)
-    report = build_report(results, name=name, normalizer=normalizer, unit=unit, rule=rule)
-    _, labels = analyse_routing(results, rule)
+    routing, labels = analyse_routing(results, rule)
+    report = build_report(results, name=name, normalizer=normalizer, unit=unit, rule=rule, routing=routing)
     written: list[str] = []
     if plots:
         from speech_hands.evals.plots import write_plots

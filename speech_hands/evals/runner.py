@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from pydantic import BaseModel, Field
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from speech_hands.errors import SpeechHandsError
 from speech_hands.evals.manifest import Manifest, ManifestItem
+from speech_hands.progress import progress_bar
 from speech_hands.tools.base import ReflectionInput
-from speech_hands.types import Action, AgentResult, ToolOutput
+from speech_hands.types import Action, AgentResult, CandidateViews, ToolOutput
 
 if TYPE_CHECKING:
     from speech_hands.agent import SpeechHands
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["ItemResult", "format_question", "load_results", "run_manifest"]
 
 
-class ItemResult(BaseModel):
+class ItemResult(CandidateViews, BaseModel):
     """Everything the reports need about one item, independent of the agent object."""
 
     id: str
@@ -55,14 +55,6 @@ class ItemResult(BaseModel):
     elapsed_s: float = 0.0
     skipped_reason: str | None = None
     error: str | None = Field(default=None, description="why the item could not be run (bad audio, ...)")
-
-    @property
-    def internal(self) -> ToolOutput | None:
-        return next((c for c in self.candidates if c.role == "internal"), None)
-
-    @property
-    def externals(self) -> list[ToolOutput]:
-        return [c for c in self.candidates if c.role == "external"]
 
     def top(self, output: ToolOutput | None) -> str:
         return output.top.text if output is not None and output.top is not None else ""
@@ -172,16 +164,7 @@ def run_manifest(
         results_path.unlink()
     done = {r.id: r for r in load_results(results_path)}
     todo = [item for item in manifest if item.id not in done]
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        disable=not show_progress,
-        transient=False,
-    ) as progress:
+    with progress_bar(console, disable=not show_progress) as progress:
         task = progress.add_task(f"eval {manifest.name}", total=len(manifest), completed=len(manifest) - len(todo))
         with results_path.open("a", encoding="utf-8") as fh:
             for item in todo:

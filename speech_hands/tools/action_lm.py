@@ -330,22 +330,7 @@ class ActionTokenLM:
         return self.write_answer == "always" or (self.write_answer == "samples" and sample)
 
     def _reflection(self, inp: ReflectionInput, first: at.FirstToken, action: Action, answer: str | None) -> Reflection:
-        usable = [o for o in inp.externals if o.ok]
-        tool, rank = (usable[0].tool if usable else None), 0
-        if action is Action.EXTERNAL and (named := at.match_external(answer, inp, self._normalize)) is not None:
-            tool, rank = named
-        return Reflection(
-            action=action,
-            probs=first.probs(),
-            raw_token=first.raw_token,
-            policy=self.name,
-            external_tool=tool,
-            external_rank=rank,
-            answer=answer,
-            round=inp.round,
-            sample_index=inp.sample_index,
-            rationale=at.rationale(first, action) or None,
-        )
+        return at.build_reflection(inp, first, action, answer, policy=self.name, normalize=self._normalize)
 
     def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
         """The first-token decision (``sample=False``) or one majority-sampling draw (``sample=True``)."""

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 from speech_hands.errors import ConfigurationError, ModelOutputError
 from speech_hands.prompts import asr_reflection_prompt, audioqa_reflection_prompt, split_question
 from speech_hands.tools.base import ReflectionInput
-from speech_hands.types import ACTION_TOKENS, Action, ToolKind, ToolOutput
+from speech_hands.types import ACTION_TOKENS, Action, Reflection, ToolKind, ToolOutput
 
 ACTIONS: tuple[Action, ...] = tuple(Action)
 _LEADING_TOKEN = re.compile(r"^\s*<\s*(internal|external|rewrite)\s*>", re.IGNORECASE)
@@ -230,3 +230,35 @@ def match_external(answer: str | None, inp: ReflectionInput, normalize) -> tuple
             if normalize(h.text) == key:
                 return output.tool, rank
     return None
+
+
+def build_reflection(
+    inp: ReflectionInput,
+    first: FirstToken,
+    action: Action,
+    answer: str | None,
+    *,
+    policy: str,
+    normalize,
+    note: str = "",
+) -> Reflection:
+    """The :class:`Reflection` every action-token backend returns: the three probabilities from the
+    first token, the external candidate ``<external>`` names (by the text written after it, else the
+    first usable tool's top-1), and a rationale (the first token's evidence plus ``note``)."""
+    usable = [o for o in inp.externals if o.ok]
+    tool, rank = (usable[0].tool if usable else None), 0
+    if action is Action.EXTERNAL and (named := match_external(answer, inp, normalize)) is not None:
+        tool, rank = named
+    why = "; ".join(p for p in (rationale(first, action), note) if p)
+    return Reflection(
+        action=action,
+        probs=first.probs(),
+        raw_token=first.raw_token,
+        policy=policy,
+        external_tool=tool,
+        external_rank=rank,
+        answer=answer,
+        round=inp.round,
+        sample_index=inp.sample_index,
+        rationale=why or None,
+    )

@@ -237,22 +237,9 @@ class OpenAIServerOmni:
             note = "the sampled first token was not an action token; drew locally from the renormalised probabilities"
         if generated is not action:
             answer = ""  # the text followed another token than the chosen one
-        usable = [o for o in inp.externals if o.ok]
-        tool, rank = (usable[0].tool if usable else None), 0
-        if action is Action.EXTERNAL and (named := at.match_external(answer, inp, self._normalize)) is not None:
-            tool, rank = named
-        why = "; ".join(p for p in (at.rationale(first, action), note) if p)
-        return Reflection(
-            action=action,
-            probs=first.probs(),
-            raw_token=first.raw_token,
-            policy=self.name,
-            external_tool=tool,
-            external_rank=rank,
-            answer=(answer or None) if writes else None,
-            round=inp.round,
-            sample_index=inp.sample_index,
-            rationale=why or None,
+        written = (answer or None) if writes else None
+        return at.build_reflection(
+            inp, first, action, written, policy=self.name, normalize=self._normalize, note=note
         )
 
     def rewrite(self, inp: ReflectionInput) -> Hypothesis:

@@ -14,8 +14,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
+
+from speech_hands.progress import progress_bar
 
 console = Console(stderr=True)
 
@@ -23,14 +25,7 @@ PACKAGE_ARTIFACT = Path(__file__).resolve().parents[1] / "data" / "reflector" / 
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    return progress_bar(console)
 
 
 def train_reflector(

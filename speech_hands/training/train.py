@@ -26,6 +26,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from speech_hands.evals.labels import decide_asr_action
+from speech_hands.evals.wer import word_errors as harness_word_errors
 from speech_hands.reflection.features import (
     CandidatePool,
     pick,
@@ -46,32 +48,14 @@ ACTIONS: tuple[Action, ...] = tuple(Action)
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(errors, reference words) after Whisper English normalisation (jiwer.process_words)."""
-    try:  # the project's evaluation harness, when present
-        from speech_hands.evals.wer import word_errors as harness
-
-        counts = harness(reference, hypothesis, normalizer="english")
-        errors = counts.substitutions + counts.deletions + counts.insertions
-        return int(errors), int(counts.substitutions + counts.deletions + counts.hits)
-    except Exception:  # not built yet, or another signature: compute it here the same way
-        import jiwer
-
-        ref, hyp = normalize_english(reference), normalize_english(hypothesis)
-        if not ref:
-            return len(hyp.split()), 0
-        if not hyp:
-            return len(ref.split()), len(ref.split())
-        out = jiwer.process_words(ref, hyp)
-        return out.substitutions + out.deletions + out.insertions, out.substitutions + out.deletions + out.hits
+    """(errors, reference words) after Whisper English normalisation, by the evaluation harness."""
+    counts = harness_word_errors(reference, hypothesis, normalizer="english")
+    return counts.errors, counts.reference_length
 
 
 def gold_action(w_int: float, w_ext: float, w_rew: float) -> Action:
-    """The paper's label rule on per-utterance WERs; ties go to internal, then external."""
-    if w_int == 0 or (w_int <= w_ext and w_int <= w_rew):
-        return Action.INTERNAL
-    if w_ext <= w_int and w_ext <= w_rew:
-        return Action.EXTERNAL
-    return Action.REWRITE
+    """The paper's label rule (the harness's) on per-utterance WERs; ties go to internal, then external."""
+    return decide_asr_action(w_int, w_ext, w_rew)
 
 
 # ---------------------------------------------------------------- examples
