@@ -37,10 +37,15 @@ DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 def shared_data_dir() -> Path:
     """Where the shared datasets live: ``$SPEECH_HANDS_SHARED_DATA``, else the first ``shared/data``
     folder beside the working directory or the source checkout, or beside one of their parents (a
-    clone at ``work/main`` or ``work/ci/clone`` both find ``work/shared/data``)."""
+    clone at ``work/main`` or ``work/ci/clone`` both find ``work/shared/data``), else beside the
+    checkout a local clone was made from (``git clone . /tmp/x`` still finds the data)."""
     if env := os.environ.get("SPEECH_HANDS_SHARED_DATA"):
         return Path(env).expanduser()
-    for start in (Path.cwd().resolve(), Path(__file__).resolve().parents[2]):
+    checkout = Path(__file__).resolve().parents[2]
+    starts = [Path.cwd().resolve(), checkout]
+    if (origin := _local_origin(checkout)) is not None:
+        starts.append(origin)
+    for start in starts:
         for folder in (start, *start.parents):
             candidate = folder.parent / "shared" / "data"
             if candidate.is_dir():
@@ -48,6 +53,21 @@ def shared_data_dir() -> Path:
     raise ConfigurationError(
         "shared data folder not found; set SPEECH_HANDS_SHARED_DATA to the folder holding librispeech_other_dev/ etc."
     )
+
+
+def _local_origin(checkout: Path) -> Path | None:
+    """The folder this checkout was cloned from, when that is a local path (else None)."""
+    import subprocess
+
+    try:
+        url = subprocess.run(
+            ["git", "-C", str(checkout), "config", "--get", "remote.origin.url"],
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(url.removeprefix("file://")).expanduser() if url and "://" not in url.removeprefix("file://") else None
+    return path.resolve() if path is not None and path.is_dir() else None
 
 
 def _folder(root: Path | None, name: str) -> Path:
