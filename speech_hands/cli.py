@@ -40,6 +40,8 @@ def _agent(
     internal_model: str = "bundled:base",
     external_models: list[str] | None = None,
     replay: Path | None = None,
+    policy: str = "learned",
+    reflector: Path | None = None,
     **config: Any,
 ):
     from speech_hands.agent import SpeechHands
@@ -49,6 +51,8 @@ def _agent(
     return SpeechHands.default(
         internal_model=internal_model,
         external_models=tuple(external_models or ["bundled:tiny.en"]),
+        policy=policy,
+        reflector=reflector,
         trace_db=trace_db,
         **config,
     )
@@ -95,6 +99,10 @@ def transcribe(
     internal_model: str = typer.Option("bundled:base", help="faster-whisper model for the internal prediction"),
     external_model: Optional[list[str]] = typer.Option(None, help="external ASR model(s); repeatable"),
     replay: Optional[Path] = typer.Option(None, help="route over recorded outputs (JSONL) instead of models"),
+    policy: str = typer.Option("learned", help="reflection policy: learned (trained reflector) or confidence (hand-set baseline)"),
+    reflector: Optional[Path] = typer.Option(
+        None, help="reflector artifact from `speech-hands train-reflector --out` (default: the shipped one)"
+    ),
     trace_db: Optional[str] = TraceDbOption,
 ) -> None:
     """Transcribe FILES with the agent: perceive, reflect, route; prints answer, action and candidates."""
@@ -103,6 +111,8 @@ def transcribe(
         internal_model=internal_model,
         external_models=external_model,
         replay=replay,
+        policy=policy,
+        reflector=reflector,
         n_best=n_best,
         k_samples=k_samples,
         max_rewrites=max_rewrites,

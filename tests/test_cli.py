@@ -52,3 +52,31 @@ def test_graph_prints_the_state_machine():
     assert result.exit_code == 0
     for node in ("perceive", "reflect", "vote", "use_internal", "use_external", "rewrite", "finish"):
         assert node in result.output
+
+
+def test_transcribe_with_another_policy_or_a_trained_artifact(tmp_path):
+    """--policy picks the baseline; --reflector loads an artifact from train-reflector (here the shipped
+    one with a hotter temperature: the same decision, visibly flatter probabilities)."""
+    from speech_hands.reflection.learned import DEFAULT_ARTIFACT, SHIPPED_DIR
+
+    db = str(tmp_path / "traces.sqlite")
+
+    def reflection(*options: str) -> dict:
+        result = runner.invoke(app, ["transcribe", str(DEMO_SAMPLE), "--json", "--trace-db", db, *options])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output.strip().splitlines()[-1])["reflection"]
+
+    learned, baseline = reflection(), reflection("--policy", "confidence")
+    assert (learned["policy"], baseline["policy"]) == ("learned-reflector", "confidence-baseline")
+
+    artifact = json.loads((SHIPPED_DIR / DEFAULT_ARTIFACT).read_text(encoding="utf-8"))
+    artifact["temperature"] *= 4
+    hotter = tmp_path / "hotter.json"
+    hotter.write_text(json.dumps(artifact), encoding="utf-8")
+    custom = reflection("--reflector", str(hotter))
+    assert custom["action"] == learned["action"]
+    assert max(custom["probs"].values()) < max(learned["probs"].values())
+
+    missing = runner.invoke(app, ["transcribe", str(DEMO_SAMPLE), "--reflector", str(tmp_path / "none.json"), "--trace-db", db])
+    assert missing.exit_code != 0
+    assert "reflector artifact not found" in str(missing.exception) + missing.output

@@ -204,6 +204,24 @@ def test_eval_run_report_and_labels_commands(tmp_path, shared_data, monkeypatch)
     assert len((tmp_path / "labels" / "labels.jsonl").read_text().splitlines()) == 6
 
 
+def test_eval_run_with_the_baseline_policy_on_real_models(tmp_path, shared_data, monkeypatch):
+    """``--policy`` reaches the model agent (the traces name it) and is part of the run's settings."""
+    from speech_hands.cli import app
+
+    monkeypatch.setenv("SPEECH_HANDS_SHARED_DATA", str(shared_data))
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = ["eval", "run", "librispeech-dev", "--limit", "1", "--out", str(out), "--no-plots", "--no-label-rewrite"]
+    result = runner.invoke(app, [*args, "--policy", "confidence"])
+    assert result.exit_code == 0, result.output
+    (item,) = load_results(out / "results.jsonl")
+    trace = runner.invoke(app, ["trace", item.thread_id, "--json", "--trace-db", str(out / "traces.sqlite")])
+    assert json.loads(trace.output)["result"]["reflection"]["policy"] == "confidence-baseline"
+    assert json.loads((out / "run.json").read_text())["settings"]["policy"] == "confidence"
+    learned = runner.invoke(app, args)  # the default (learned) policy into the same folder: refused
+    assert learned.exit_code != 0 and "other settings" in str(learned.exception)
+
+
 def test_paper_nbest_file_becomes_a_replayable_manifest(tmp_path, shared_data):
     from speech_hands.cli import app
 

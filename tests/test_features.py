@@ -69,6 +69,43 @@ def test_scorer_prefers_the_true_text_and_counts_end_of_text(audio, scorers):
     assert again is not None and again[0] == s_right
 
 
+def test_scoring_reuses_the_encoder_states_perception_computed(audio, scorers):
+    """Perception, the scorer and another backend object on the same model share one encoding."""
+    from speech_hands.tools.faster_whisper import FasterWhisperASR
+
+    base, _ = scorers
+    asr = base.asr
+    cache = asr.encoder_cache
+    cache.clear()
+    hyps = asr.transcribe(audio, n_best=3)
+    misses = cache.misses
+    text = hyps[0].text + " (uncached)"  # a text not scored before: forces the scoring pass
+    hits = cache.hits
+    assert base.score(audio, [text]) is not None
+    assert (cache.hits, cache.misses) == (hits + 1, misses)  # served from perception's entry
+    twin = FasterWhisperASR(model="bundled:base", name="twin", cpu_threads=2)
+    assert twin.encoder_cache is cache  # same loaded model, same cache
+    states = twin.encode_windows([audio.samples])
+    assert states.shape[0] == 1 and np.isfinite(states).all()
+    cache.clear()
+    fresh = asr.encode_windows([audio.samples])
+    np.testing.assert_array_equal(fresh, states)  # the cached states are the encoder's own output
+
+
+def test_target_logprobs_equal_a_full_log_softmax():
+    from speech_hands.reflection.scoring import _target_logprobs
+
+    logits = np.random.default_rng(1).normal(0, 8, (6, 51865)).astype(np.float32)
+    targets = [5, 17, 51000, 0, 3, 42]
+    full = logits.astype(np.float64)
+    full = full - full.max(axis=1, keepdims=True)
+    full = full - np.log(np.exp(full).sum(axis=1, keepdims=True))
+    expected = full[np.arange(6), targets]
+    np.testing.assert_allclose(_target_logprobs(logits, targets), expected, atol=1e-5)
+    # only the first len(targets) rows are read: extra rows CTranslate2 returns are ignored
+    np.testing.assert_allclose(_target_logprobs(logits, targets[:3]), expected[:3], atol=1e-5)
+
+
 def test_scorer_returns_none_without_audio():
     from speech_hands.audio import virtual_audio
 

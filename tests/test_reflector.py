@@ -100,9 +100,23 @@ def test_recipe_code_path_is_seeded_and_yields_a_working_policy(tmp_path):
 
     recipe = Recipe(c_grid=(0.1, 1.0))
     records = _records()
-    report = cross_validate(records, recipe, prompted=False).summary()
+    # two corpora: speaker spk2 comes from a manifest ("digits"), the others from LibriSpeech
+    records = [
+        r.model_copy(update={"item": r.item.model_copy(update={"origin": "manifest", "detail": "digits"})})
+        if r.item.group == "spk2"
+        else r
+        for r in records
+    ]
+    cv = cross_validate(records, recipe, prompted=False)
+    report = cv.summary()
     assert report["wer"]["agent (learned reflector)"] <= report["wer"]["internal (whisper-base)"]
     assert set(report["per_action"]) == {a.value for a in ACTIONS}
+    # the per-corpus breakdown partitions the same utterances
+    assert set(report["per_corpus"]) == {"librispeech", "digits"}
+    for system, whole in cv.systems.items():
+        parts = [cv.corpora[c][system] for c in ("librispeech", "digits")]
+        assert (sum(p.errors for p in parts), sum(p.words for p in parts)) == (whole.errors, whole.words)
+    assert report["per_corpus"]["digits"]["words"] == 6 * len(records[2].item.reference.split())
 
     model_a, weights_a, _ = final_fit(records, recipe, prompted=False)
     model_b, weights_b, _ = final_fit(records, recipe, prompted=False)
@@ -161,3 +175,48 @@ def test_mbr_recipe_code_path_fits_alpha_inside_folds_and_is_seeded():
     assert model_a.feature_names == ["risk_internal", "risk_external", "risk_rewrite"]
     np.testing.assert_array_equal(model_a.coef, -np.eye(3))  # the Bayes decision: no learned weights
     assert 0 < model_a.temperature
+
+
+def test_recipe_trains_on_any_manifest_with_speakers(shared_data, tmp_path):
+    """``train-reflector --data`` takes a built-in dataset or a manifest: speakers become CV groups."""
+    import json
+
+    from speech_hands.errors import ConfigurationError
+    from speech_hands.training.corpus import real_items
+    from speech_hands.training.recipe import recipe_items
+
+    fsdd = real_items("fsdd", shared_data)
+    assert len(fsdd) == 300 and all(i.real and i.origin == "manifest" for i in fsdd)
+    assert {i.group for i in fsdd} == {i.id.split("_")[1] for i in fsdd}  # speaker names, not items
+    assert {i.reference for i in fsdd} == {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+    # the default recipe still reads the LibriSpeech folder
+    dev = recipe_items(Recipe(), shared_data, tmp_path)
+    assert len(dev) == 60 and all(i.origin == "librispeech" and i.real for i in dev)
+    # several corpora: concatenated, each item knows its corpus (CV reports per corpus)
+    both = recipe_items(Recipe(data=("librispeech_other_dev", "fsdd")), shared_data, tmp_path)
+    assert len(both) == 360 and {i.corpus for i in both} == {"librispeech", "fsdd-test"}
+    with pytest.raises(ConfigurationError, match="occurs in more than one"):
+        real_items(("fsdd", "fsdd"), shared_data)
+
+    import shutil
+
+    audio = tmp_path / "clips" / "3_theo_0.wav"  # manifest paths are relative to its folder
+    audio.parent.mkdir()
+    shutil.copy(shared_data / "fsdd" / "recordings" / audio.name, audio)
+    rows = [
+        {"id": "a", "audio": "clips/3_theo_0.wav", "reference": "three", "speaker": "theo"},
+        {"id": "b", "audio": "clips/3_theo_0.wav", "reference": "three"},  # no speaker: its own group
+        {"id": "c", "reference": "three", "speaker": "theo"},  # no audio: nothing to decode, skipped
+    ]
+    manifest = tmp_path / "mine.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    items = recipe_items(Recipe(data=str(manifest)), shared_data, tmp_path)
+    assert [(i.id, i.group) for i in items] == [("a", "theo"), ("b", "b")]
+    assert items[0].audio == str(audio)
+
+    only_qa = tmp_path / "qa.jsonl"
+    only_qa.write_text(json.dumps({"id": "q", "audio": "clips/3_theo_0.wav", "question": "what?", "choices": ["x"], "answer": "x"}) + "\n")
+    with pytest.raises(ConfigurationError, match="no items with both audio and a reference"):
+        real_items(str(only_qa), shared_data)
+    with pytest.raises(ConfigurationError, match="unknown dataset"):
+        real_items("no-such-dataset", shared_data)

@@ -76,6 +76,8 @@ def _run(
     limit: int | None,
     label_rewrite: bool,
     fresh: bool,
+    policy: str = "learned",
+    reflector: Path | None = None,
 ):
     """Build the agent the options describe and run it over the dataset (resumable)."""
     from speech_hands.agent import SpeechHands
@@ -89,6 +91,11 @@ def _run(
         "external_system": external_system, "internal_model": internal_model, "external_model": external_model,
         "n_best": n_best, "k_samples": k_samples, "max_rewrites": max_rewrites, "label_rewrite": label_rewrite,
     }
+    if policy != "learned" or reflector is not None:  # only then: earlier default runs keep their fingerprint
+        from speech_hands.reflection.learned import ReflectorArtifact
+
+        settings["policy"] = policy
+        settings["reflector"] = ReflectorArtifact.load(reflector).checksum() if reflector is not None else None
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     run_file = out / "run.json"
     if run_file.exists() and not fresh:
@@ -108,7 +115,11 @@ def _run(
         agent = SpeechHands.from_replay(replay, question_answering=manifest.task == "qa", **config)
     else:
         agent = SpeechHands.default(
-            internal_model=internal_model, external_models=tuple(external_model or ["bundled:tiny.en"]), **config
+            internal_model=internal_model,
+            external_models=tuple(external_model or ["bundled:tiny.en"]),
+            policy=policy,
+            reflector=reflector,
+            **config,
         )
     run_file.write_text(json.dumps({"fingerprint": fingerprint, "settings": settings}, indent=2) + "\n")
     with agent:
@@ -126,6 +137,10 @@ InternalSystemOpt = typer.Option(None, help="recorded system in the manifest to 
 ExternalSystemOpt = typer.Option(None, help="recorded system(s) to use as external tools; repeatable")
 InternalModelOpt = typer.Option("bundled:base", help="faster-whisper model for the internal prediction")
 ExternalModelOpt = typer.Option(None, help="external ASR model(s); repeatable")
+PolicyOpt = typer.Option(
+    "learned", help="reflection policy of the model agent: learned (trained reflector) or confidence (hand-set baseline)"
+)
+ReflectorOpt = typer.Option(None, help="reflector artifact from `speech-hands train-reflector --out` (default: the shipped one)")
 NormalizerOpt = typer.Option("english", help="english (Whisper's English normaliser), basic, or none")
 CerOpt = typer.Option(False, "--cer", help="character error rate (languages without spaces)")
 RuleOpt = typer.Option("paper", help="gold-action rule: paper or threshold")
@@ -142,6 +157,8 @@ def run(
     external_system: Optional[list[str]] = ExternalSystemOpt,
     internal_model: str = InternalModelOpt,
     external_model: Optional[list[str]] = ExternalModelOpt,
+    policy: str = PolicyOpt,
+    reflector: Optional[Path] = ReflectorOpt,
     n_best: int = typer.Option(5, help="hypotheses per ASR tool"),
     k_samples: int = typer.Option(1, "--k", help="reflection draws (majority voting when > 1)"),
     max_rewrites: int = typer.Option(1, help="bound of the rewrite loop"),
@@ -162,7 +179,8 @@ def run(
     manifest, results = _run(
         dataset, root=root, out=out, replay=replay, internal_system=internal_system, external_system=external_system,
         internal_model=internal_model, external_model=external_model, n_best=n_best, k_samples=k_samples,
-        max_rewrites=max_rewrites, limit=limit, label_rewrite=label_rewrite, fresh=fresh,
+        max_rewrites=max_rewrites, limit=limit, label_rewrite=label_rewrite, fresh=fresh, policy=policy,
+        reflector=reflector,
     )
     report = write_report(results, out, name=manifest.name, normalizer=normalizer, unit=rule.unit, rule=rule, plots=plots)
     _print_summary(report, out)
@@ -213,6 +231,8 @@ def labels(
     external_system: Optional[list[str]] = ExternalSystemOpt,
     internal_model: str = InternalModelOpt,
     external_model: Optional[list[str]] = ExternalModelOpt,
+    policy: str = PolicyOpt,
+    reflector: Optional[Path] = ReflectorOpt,
     n_best: int = typer.Option(5, help="hypotheses per ASR tool"),
     limit: Optional[int] = typer.Option(None, help="only the first N items"),
     normalizer: str = NormalizerOpt,
@@ -237,6 +257,7 @@ def labels(
             source, root=root, out=out / "run", replay=replay, internal_system=internal_system,
             external_system=external_system, internal_model=internal_model, external_model=external_model,
             n_best=n_best, k_samples=1, max_rewrites=1, limit=limit, label_rewrite=True, fresh=False,
+            policy=policy, reflector=reflector,
         )
         audio_paths = {i.id: str(manifest.audio_path(i)) for i in manifest if i.audio is not None}
     counts = write_supervision(results, out, rule, target=target, audio_paths=audio_paths)  # type: ignore[arg-type]

@@ -79,7 +79,7 @@ class PromptedCandidates:
 
     def generate(self, audio: AudioInput, outputs: Sequence[ToolOutput]) -> ToolOutput | None:
         """The prompted N-best as one more (pseudo) source, or None (no audio, or over 30 s)."""
-        from faster_whisper.audio import pad_or_trim
+        import ctranslate2
 
         samples = audio.samples
         if samples is None or samples.size == 0 or samples.size > 30 * 16_000:
@@ -91,7 +91,8 @@ class PromptedCandidates:
             return None
         tok = self._tok()
         model = self.asr.load()  # type: ignore[attr-defined]
-        encoded = model.encode(pad_or_trim(model.feature_extractor(samples))[None])
+        # perception encoded this window already: reuse its states (shared per loaded model)
+        encoded = ctranslate2.StorageView.from_array(self.asr.encode_windows([samples]))  # type: ignore[attr-defined]
         context = tok.encode(" " + " ".join(t.strip() for t in tops))[-self.prompt_tokens :]
         prompt = [tok.sot_prev, *context, *tok.sot_sequence_including_notimestamps]
         result = model.model.generate(

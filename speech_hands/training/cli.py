@@ -33,6 +33,12 @@ def train_reflector(
     work_dir: Path = typer.Option(Path(".speech_hands_cache/training"), help="generated audio and cached records"),
     out: Path = typer.Option(PACKAGE_ARTIFACT, help="where to write the artifact"),
     report: Path = typer.Option(Path("reports/reflector_cv.json"), help="cross-validation report (JSON)"),
+    data: Optional[list[str]] = typer.Option(
+        None,
+        help="real transcribed speech to train and cross-validate on (repeatable): a shared-data folder with "
+        "transcripts.tsv (default librispeech_other_dev), a built-in dataset (fsdd, librispeech-dev) or a manifest "
+        ".jsonl with speakers",
+    ),
     seed: int = typer.Option(0, help="recipe seed (augmentation draws, synthesis, model fit)"),
     limit: Optional[int] = typer.Option(None, help="use only the first N real utterances (smoke runs)"),
     espeak: Optional[int] = typer.Option(None, help="espeak-ng utterances (default: the recipe's)"),
@@ -47,6 +53,8 @@ def train_reflector(
     from speech_hands.training.recipe import Recipe, default_shared_data
 
     overrides: dict = {"seed": seed}
+    if data:
+        overrides["data"] = data[0] if len(data) == 1 else tuple(data)
     if espeak is not None:
         overrides["espeak_utterances"] = espeak
     if augment is not None:
@@ -65,14 +73,14 @@ def train_reflector(
     )
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    _print_summary(result)
+    _print_summary(result, recipe.data if isinstance(recipe.data, str) else " + ".join(recipe.data))
     console.print(f"artifact: {out}\nreport: {report} ({date.today().isoformat()})")
 
 
-def _print_summary(result: dict) -> None:
+def _print_summary(result: dict, data: str) -> None:
     chosen = result["chosen"]
     summary = result["cv"][chosen]
-    table = Table(title=f"leave-one-speaker-out CV, real dev utterances (rewrite: {chosen})")
+    table = Table(title=f"leave-one-speaker-out CV, real utterances of {data} (rewrite: {chosen})")
     table.add_column("system")
     table.add_column("WER %", justify="right")
     for system, wer in summary["wer"].items():
@@ -82,11 +90,28 @@ def _print_summary(result: dict) -> None:
         f"agent / best single = {summary['agent_over_best_single']:.3f}; gap closed = {summary['gap_closed']:.3f}; "
         f"per-action F1 = { {k: round(v['f1'], 3) for k, v in summary['per_action'].items()} }"
     )
+    if len(summary.get("per_corpus", {})) > 1:
+        per = Table(title="the same CV, per corpus")
+        for column in ("corpus", "words", "best single %", "confidence agent %", "learned agent %", "x best single", "gap closed"):
+            per.add_column(column, justify="left" if column == "corpus" else "right")
+        for corpus, row in summary["per_corpus"].items():
+            per.add_row(
+                corpus,
+                str(row["words"]),
+                f"{row['best_single']:.2f}",
+                f"{row['wer']['agent (confidence baseline + alignment vote)']:.2f}",
+                f"{row['wer']['agent (learned reflector)']:.2f}",
+                f"{row['agent_over_best_single']:.3f}",
+                f"{row['gap_closed']:.3f}",
+            )
+        Console().print(per)
     others = ", ".join(f"{k} {v['wer']['agent (learned reflector)']:.2f}" for k, v in result["cv"].items())
     Console().print(f"CV agent WER % per config: {others}")
     if "nested_selection" in result:
         n = result["nested_selection"]
         Console().print(f"config choice cross-validated too (nested): agent WER {n['agent_wer']:.2f} % ({n['choices']})")
+        if len(n.get("per_corpus", {})) > 1:
+            Console().print(f"nested, per corpus: {n['per_corpus']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,9 +1,12 @@
 """Utterances with known text for training the reflector: real, augmented and synthesized.
 
-Three sources, all with exact references, each item tagged with a ``group`` (the speaker) so that
+Four sources, all with exact references, each item tagged with a ``group`` (the speaker) so that
 cross-validation can hold a whole speaker out, augmentations and all:
 
 - ``librispeech``: the real dev utterances (``transcripts.tsv``: utt_id, speaker, audio, text).
+- ``manifest``: real utterances of any evaluation manifest with audio, references and speakers: a
+  built-in dataset (``fsdd``, ``librispeech-dev``) or your own ``.jsonl``
+  (:mod:`speech_hands.evals.manifest`). Items without a speaker are their own group.
 - ``augmented``: a real utterance with ESC-10 environmental noise mixed in at a given SNR and/or a
   speed change (resampling, so pitch moves too). It keeps the source utterance's speaker as group:
   an augmented copy of a held-out speaker never reaches training.
@@ -23,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -31,7 +34,10 @@ from pydantic import BaseModel, ConfigDict
 from speech_hands.errors import ConfigurationError
 from speech_hands.tools.base import SAMPLE_RATE
 
-Origin = Literal["librispeech", "augmented", "espeak"]
+Origin = Literal["librispeech", "manifest", "augmented", "espeak"]
+
+#: origins of real recorded speech: the held-out items that cross-validation scores
+REAL_ORIGINS: frozenset[str] = frozenset({"librispeech", "manifest"})
 
 #: espeak-ng voices (Debian's espeak-ng-data, no mbrola needed) and variants used by the recipe.
 ESPEAK_VOICES: tuple[str, ...] = (
@@ -59,6 +65,16 @@ class TrainingItem(BaseModel):
     source_id: str | None = None  #: the real utterance an augmented copy derives from
     detail: str = ""
 
+    @property
+    def corpus(self) -> str:
+        """Which real corpus the item belongs to (``librispeech``, or the manifest's name)."""
+        return self.detail if self.origin == "manifest" and self.detail else self.origin
+
+    @property
+    def real(self) -> bool:
+        """Real recorded speech (scored when held out), not an augmented or synthesized copy."""
+        return self.origin in REAL_ORIGINS
+
 
 def librispeech_items(data_dir: Path) -> list[TrainingItem]:
     """The real utterances of a LibriSpeech-style folder with ``transcripts.tsv``."""
@@ -73,6 +89,48 @@ def librispeech_items(data_dir: Path) -> list[TrainingItem]:
         )
         for r in rows
     ]
+
+
+def manifest_items(spec: str, shared: Path) -> list[TrainingItem]:
+    """The transcribed audio items of a built-in dataset or a manifest ``.jsonl`` (speaker = group).
+
+    Items without audio or reference are skipped: the recipe needs both to decode and to label.
+    """
+    from speech_hands.evals.datasets import resolve_manifest
+
+    manifest = resolve_manifest(spec, data_dir=shared)
+    items = [
+        TrainingItem(
+            id=item.id,
+            group=item.speaker or item.id,
+            origin="manifest",
+            audio=str(manifest.audio_path(item)),
+            reference=item.reference,
+            detail=manifest.name,
+        )
+        for item in manifest
+        if item.audio is not None and item.reference
+    ]
+    if not items:
+        raise ConfigurationError(f"{spec!r} has no items with both audio and a reference transcript to train on")
+    return items
+
+
+def real_items(data: str | Sequence[str], shared: Path) -> list[TrainingItem]:
+    """The recipe's real utterances: a folder (under ``shared``) with ``transcripts.tsv``, a built-in
+    dataset name or a manifest path; or several of them, concatenated in order."""
+    if not isinstance(data, str):
+        items = [item for spec in data for item in real_items(spec, shared)]
+        seen: set[str] = set()
+        for item in items:
+            if item.id in seen:
+                raise ConfigurationError(f"item id {item.id!r} occurs in more than one of {list(data)}")
+            seen.add(item.id)
+        return items
+    folder = shared / data
+    if (folder / "transcripts.tsv").exists():
+        return librispeech_items(folder)
+    return manifest_items(data, shared)
 
 
 def _read(path: Path) -> np.ndarray:

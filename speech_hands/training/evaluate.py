@@ -56,10 +56,12 @@ class CVReport:
     predicted: list[str] = field(default_factory=list)
     folds: list[dict] = field(default_factory=list)
     per_utterance: list[dict] = field(default_factory=list)
+    corpora: dict[str, dict[str, Tally]] = field(default_factory=dict)  #: the same tallies per corpus
 
-    def add(self, system: str, reference: str, hypothesis: str) -> int:
+    def add(self, system: str, reference: str, hypothesis: str, corpus: str = "") -> int:
         e, n = word_errors(reference, hypothesis)
         self.systems.setdefault(system, Tally()).add(e, n)
+        self.corpora.setdefault(corpus, {}).setdefault(system, Tally()).add(e, n)
         return e
 
     def f1(self) -> dict[str, dict[str, float]]:
@@ -73,20 +75,39 @@ class CVReport:
         }
 
     def summary(self, agent: str = "agent (learned reflector)") -> dict:
-        wer = {k: round(v.wer, 2) for k, v in self.systems.items()}
-        best_single = min(wer["internal (whisper-base)"], wer["external top-1 (whisper-tiny.en)"])
-        oracle = wer["oracle router (3 actions)"]
-        gap = (best_single - wer[agent]) / (best_single - oracle) if best_single > oracle else float("nan")
+        wer, best_single, ratio, gap = _headline(self.systems, agent)
+        per_corpus = {}
+        for corpus, systems in self.corpora.items():
+            c_wer, c_best, c_ratio, c_gap = _headline(systems, agent)
+            per_corpus[corpus] = {
+                "words": systems[agent].words,
+                "wer": c_wer,
+                "best_single": c_best,
+                "agent_over_best_single": c_ratio,
+                "gap_closed": c_gap,
+            }
         return {
             "wer": wer,
             "best_single": best_single,
-            "agent_over_best_single": round(wer[agent] / best_single, 4),
-            "gap_closed": round(gap, 3),
+            "agent_over_best_single": ratio,
+            "gap_closed": gap,
             "per_action": self.f1(),
             "gold_actions": dict(Counter(self.gold)),
             "predicted_actions": dict(Counter(self.predicted)),
+            "per_corpus": per_corpus,
             "folds": self.folds,
         }
+
+
+def _headline(systems: dict[str, Tally], agent: str) -> tuple[dict[str, float], float, float, float]:
+    """WER per system, the best single system, agent / best single and the gap closed toward the
+    oracle router."""
+    wer = {k: round(v.wer, 2) for k, v in systems.items()}
+    best_single = min(wer["internal (whisper-base)"], wer["external top-1 (whisper-tiny.en)"])
+    oracle = wer["oracle router (3 actions)"]
+    gap = (best_single - wer[agent]) / (best_single - oracle) if best_single > oracle else float("nan")
+    ratio = wer[agent] / best_single if best_single > 0 else float("nan")  # nan: nothing to improve on
+    return wer, best_single, round(ratio, 4), round(gap, 3)
 
 
 def _reflection_input(rec: PoolRecord) -> ReflectionInput:
@@ -112,7 +133,7 @@ def cross_validate(
 ) -> CVReport:
     """LOSO CV over the real speakers; see the module docstring."""
     report = CVReport()
-    real = [r for r in records if r.item.origin == "librispeech"]
+    real = [r for r in records if r.item.real]
     speakers = sorted({r.item.group for r in real})
     voting = AlignmentVotingRewriter()
     confidence = ConfidencePolicy()
@@ -146,26 +167,28 @@ def _score_systems(
 ) -> None:
     rec = ex.record
     ref = rec.item.reference
+    corpus = rec.item.corpus
     inp = _reflection_input(rec)
     int_top = rec.internal.top.text if rec.internal.top else ""
     ext_top = rec.externals[0].top.text if rec.externals and rec.externals[0].top else ""
     nbest = [h.text for o in [rec.internal, *rec.externals] for h in o.hypotheses]
-    report.add("internal (whisper-base)", ref, int_top)
-    report.add("external top-1 (whisper-tiny.en)", ref, ext_top)
-    report.add("oracle between top-1s", ref, _oracle(ref, [int_top, ext_top]))
-    report.add("oracle over all N-best candidates", ref, _oracle(ref, nbest))
-    report.add("oracle over the pool (+prompted)", ref, _oracle(ref, [c.text for c in ex.pool.candidates]))
+    report.add("internal (whisper-base)", ref, int_top, corpus)
+    report.add("external top-1 (whisper-tiny.en)", ref, ext_top, corpus)
+    report.add("oracle between top-1s", ref, _oracle(ref, [int_top, ext_top]), corpus)
+    report.add("oracle over all N-best candidates", ref, _oracle(ref, nbest), corpus)
+    report.add("oracle over the pool (+prompted)", ref, _oracle(ref, [c.text for c in ex.pool.candidates]), corpus)
     rover = voting.rewrite(inp).text
-    report.add("rewrite alone: alignment vote (ROVER)", ref, rover)
+    report.add("rewrite alone: alignment vote (ROVER)", ref, rover, corpus)
     if rec.extra and rec.extra[0].top is not None:
-        report.add("rewrite alone: prompted re-decode top-1", ref, rec.extra[0].top.text)
-    report.add("rewrite alone: rescoring (this config)", ref, ex.answers[Action.REWRITE])
-    report.add("oracle router (3 actions)", ref, ex.answers[min(ACTIONS, key=lambda a: (ex.errors[a], ACTIONS.index(a)))])
+        report.add("rewrite alone: prompted re-decode top-1", ref, rec.extra[0].top.text, corpus)
+    report.add("rewrite alone: rescoring (this config)", ref, ex.answers[Action.REWRITE], corpus)
+    best = min(ACTIONS, key=lambda a: (ex.errors[a], ACTIONS.index(a)))
+    report.add("oracle router (3 actions)", ref, ex.answers[best], corpus)
     # the previous default: confidence baseline + alignment vote
     base_action = confidence.reflect(inp).action
     base_answer = {Action.INTERNAL: int_top, Action.EXTERNAL: ext_top, Action.REWRITE: rover}[base_action]
-    report.add("agent (confidence baseline + alignment vote)", ref, base_answer)
-    e = report.add("agent (learned reflector)", ref, ex.answers[action])
+    report.add("agent (confidence baseline + alignment vote)", ref, base_answer, corpus)
+    e = report.add("agent (learned reflector)", ref, ex.answers[action], corpus)
     report.gold.append(ex.label.value)
     report.predicted.append(action.value)
     report.per_utterance.append(
@@ -194,10 +217,12 @@ def nested_selection(
     (``outer``, from :func:`cross_validate`) are scored. Picking the config on the full CV table (what
     the recipe ships) is optimistic by selection; this number is not."""
     agent = "agent (learned reflector)"
-    real = [r for r in records if r.item.origin == "librispeech"]
+    real = [r for r in records if r.item.real]
     speakers = sorted({r.item.group for r in real})
     refs = {r.item.id: r.item.reference for r in real}
+    corpus_of = {r.item.id: r.item.corpus for r in real}
     tally = Tally()
+    per_corpus: dict[str, Tally] = {}
     choices: dict[str, str] = {}
     inner_errors: dict[str, dict[str, int]] = {}
     for speaker in speakers:
@@ -210,7 +235,14 @@ def nested_selection(
         choices[speaker], inner_errors[speaker] = best, errs
         for u in outer[best].per_utterance:
             if u["speaker"] == speaker:
-                tally.add(u["agent_errors"], word_errors(refs[u["id"]], "")[1])
+                words = word_errors(refs[u["id"]], "")[1]
+                tally.add(u["agent_errors"], words)
+                per_corpus.setdefault(corpus_of[u["id"]], Tally()).add(u["agent_errors"], words)
         if progress:
             progress(speaker)
-    return {"agent_wer": round(tally.wer, 2), "choices": choices, "inner_errors": inner_errors}
+    return {
+        "agent_wer": round(tally.wer, 2),
+        "per_corpus": {c: round(t.wer, 2) for c, t in per_corpus.items()},
+        "choices": choices,
+        "inner_errors": inner_errors,
+    }

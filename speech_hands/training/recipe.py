@@ -17,7 +17,7 @@ from speech_hands.training.corpus import (
     augment,
     espeak_available,
     espeak_items,
-    librispeech_items,
+    real_items,
     noise_files,
     text_sentences,
 )
@@ -36,7 +36,11 @@ class Recipe(BaseModel):
 
     version: int = 1
     seed: int = 0
-    data: str = Field(default="librispeech_other_dev", description="real utterances (relative to shared data)")
+    data: str | tuple[str, ...] = Field(
+        default="librispeech_other_dev",
+        description="real utterances: a folder under the shared data with transcripts.tsv, a built-in "
+        "dataset (fsdd, librispeech-dev) or a manifest .jsonl; or several of them",
+    )
     noise: str = "esc10"
     text: str = "librispeech_test_other_text/test-other.ref.tsv"
     #: noisy / speed-changed copies per real utterance (ESC-10 noise, SNR and speed drawn with the seed).
@@ -63,7 +67,7 @@ class Recipe(BaseModel):
 
 def recipe_items(recipe: Recipe, shared: Path, work_dir: Path, *, limit: int | None = None) -> list[TrainingItem]:
     """Every training item of the recipe, in a fixed order (real, augmented, synthesized)."""
-    real = librispeech_items(shared / recipe.data)
+    real = real_items(recipe.data, shared)
     if limit is not None:
         real = real[:limit]
     rng = random.Random(recipe.seed)
@@ -76,7 +80,7 @@ def recipe_items(recipe: Recipe, shared: Path, work_dir: Path, *, limit: int | N
             items.append(augment(item, work_dir, noise=rng.choice(noises), snr_db=snr, speed=speed, seed=recipe.seed + k))
     n_synth = recipe.espeak_utterances if limit is None else min(recipe.espeak_utterances, limit)
     if n_synth and espeak_available():
-        speakers = {i.group for i in librispeech_items(shared / recipe.data)}
+        speakers = {i.group for i in real_items(recipe.data, shared)}
         sentences = text_sentences(shared / recipe.text, exclude_speakers=speakers, max_words=35)
         items += espeak_items(
             sentences, work_dir, n=n_synth, seed=recipe.seed, noise=noises, snrs=(*recipe.snrs_db, 1000.0)

@@ -77,7 +77,7 @@ class Example:
 
     @property
     def real(self) -> bool:
-        return self.record.item.origin == "librispeech"
+        return self.record.item.real
 
 
 def record_pool(record: PoolRecord, *, prompted: bool) -> CandidatePool:
