@@ -148,6 +148,13 @@ def test_report_numbers_match_an_independent_computation(shared_data, tmp_path):
     assert oracle <= report.system("best-of-two (per-item oracle, no rewrite)").wer <= min(singles)
     agent_wer = report.system("agent").wer
     assert report.gap_closed == pytest.approx((min(singles) - agent_wer) / (min(singles) - oracle))
+    # paired bootstrap of the relative reduction: items, then the 6 speakers; centred on the estimate
+    items, speakers = report.reduction_intervals
+    assert (items.unit, items.clusters, speakers.unit, speakers.clusters) == ("item", 60, "speaker", 6)
+    for interval in (items, speakers):
+        assert interval.estimate == pytest.approx(report.relative_reduction)
+        assert interval.low <= interval.estimate <= interval.high
+    assert "paired bootstrap" in (tmp_path / "out" / "report.md").read_text()
     confusion = report.routing.confusion
     assert sum(sum(row.values()) for row in confusion.values()) == report.routing.labelled == 60
     for name in ("report.md", "report.json", "items.csv", "systems.png", "confusion.png", "actions.png"):

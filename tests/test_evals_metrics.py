@@ -190,3 +190,55 @@ def test_labels_reproduce_the_papers_recorded_asr_cases(shared_data):
     rule = LabelRule(rule="threshold", normalizer="basic")
     got = [asr_gold_action(c["reference"], c["internal_prediction"], {"p": c["external_nbest"]}, rule=rule).action.value for c in cases]
     assert got == [c["gold_action"] for c in cases] == ["internal", "external", "rewrite"]
+
+
+# ------------------------------------------------------------------ paired bootstrap
+
+
+def test_bootstrap_of_a_system_better_on_every_item():
+    from speech_hands.evals.significance import paired_bootstrap
+
+    better = paired_bootstrap([1, 0, 2, 1, 0, 1] * 5, [2, 1, 3, 2, 1, 2] * 5, resamples=500, seed=1)
+    assert better.estimate == pytest.approx(1 - 5 / 11)
+    assert 0 < better.low <= better.estimate <= better.high < 1
+    assert better.p_not_better == 0.0 and better.unit == "item" and better.clusters == 30
+    again = paired_bootstrap([1, 0, 2, 1, 0, 1] * 5, [2, 1, 3, 2, 1, 2] * 5, resamples=500, seed=1)
+    assert again == better  # seeded: the same resamples
+
+
+def test_bootstrap_of_equal_systems_and_of_a_single_item():
+    from speech_hands.evals.significance import paired_bootstrap
+
+    same = paired_bootstrap([3, 1, 0, 2], [3, 1, 0, 2], resamples=200)
+    assert same.estimate == 0.0 and same.low == same.high == 0.0
+    assert same.p_not_better == 1.0  # never better
+    one = paired_bootstrap([1], [4], resamples=50)  # every resample is that item
+    assert one.low == one.high == one.estimate == pytest.approx(0.75)
+
+
+def test_bootstrap_over_speakers_resamples_whole_speakers():
+    from speech_hands.evals.significance import paired_bootstrap, reduction_intervals
+
+    # speaker s1 gains a lot, s2 loses a little: resampling speakers is far less sure than items
+    agent = [0] * 20 + [2] * 20
+    single = [2] * 20 + [1] * 20
+    by_item = paired_bootstrap(agent, single, resamples=1000)
+    by_speaker = paired_bootstrap(agent, single, groups=["s1"] * 20 + ["s2"] * 20, resamples=1000)
+    assert by_speaker.unit == "speaker" and by_speaker.clusters == 2
+    assert by_speaker.estimate == by_item.estimate == pytest.approx(1 - 40 / 60)
+    assert by_speaker.high - by_speaker.low > by_item.high - by_item.low
+    assert by_speaker.p_not_better > 0.1 > by_item.p_not_better
+    both = reduction_intervals(agent, single, ["s1"] * 20 + ["s2"] * 20, resamples=100)
+    assert [i.unit for i in both] == ["item", "speaker"]
+    assert [i.unit for i in reduction_intervals(agent, single, [None] * 40, resamples=100)] == ["item"]
+
+
+def test_bootstrap_rejects_unusable_input():
+    from speech_hands.evals.significance import paired_bootstrap
+
+    with pytest.raises(ValueError, match="one entry per item"):
+        paired_bootstrap([1, 2], [1])
+    with pytest.raises(ValueError, match="nothing to reduce"):
+        paired_bootstrap([1, 2], [0, 0])
+    with pytest.raises(ValueError, match="one label per item"):
+        paired_bootstrap([1, 2], [1, 2], groups=["a"])

@@ -51,6 +51,8 @@ def _print_summary(report, out: Path) -> None:
             f"relative WER reduction vs best single ({report.best_single}): "
             f"{100 * report.relative_reduction:+.1f}% (negative = the agent is worse)"
         )
+    for interval in report.reduction_intervals:
+        console.print(f"  paired bootstrap, resampling {interval.unit}s: {interval.describe()}")
     if report.gap_closed is not None:
         console.print(f"gap closed toward the oracle router: {report.gap_closed:.2f}")
     f1 = ", ".join(f"{s.action} {s.f1:.2f}" for s in report.routing.scores)

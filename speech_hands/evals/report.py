@@ -21,6 +21,7 @@ from speech_hands.evals.labels import GoldLabel, LabelRule
 from speech_hands.evals.qa import AccuracyRow, accuracy_by_category, is_correct, resolve_choice
 from speech_hands.evals.routing import RoutingAnalysis, analyse_routing, gap_closed
 from speech_hands.evals.runner import ItemResult
+from speech_hands.evals.significance import BootstrapInterval, reduction_intervals
 from speech_hands.evals.wer import ErrorCounts, Unit, sum_counts, word_errors
 from speech_hands.text import NormalizerName
 
@@ -56,6 +57,10 @@ class EvalReport(BaseModel):
         default=None, description="ASR: 1 - agent WER / best single WER (the paper's -12.1% is 0.121)"
     )
     gap_closed: float | None = None
+    reduction_intervals: list[BootstrapInterval] = Field(
+        default_factory=list,
+        description="ASR: paired bootstrap of the relative reduction vs the best single system (items; speakers)",
+    )
     routing: RoutingAnalysis
     actions: dict[str, int] = Field(default_factory=dict, description="where final answers came from")
     mean_rewrites: float = 0.0
@@ -69,17 +74,10 @@ class EvalReport(BaseModel):
 # ---------------------------------------------------------------------------------------- ASR
 
 
-def _asr_rows(results: Sequence[ItemResult], normalizer: NormalizerName, unit: Unit) -> list[SystemScore]:
-    """Systems table over ``results`` (failed items count with empty hypotheses: nothing is dropped)."""
-
-    def counts(texts: Sequence[str]) -> ErrorCounts:
-        return sum_counts(
-            word_errors(r.reference or "", t, normalizer=normalizer, unit=unit) for r, t in zip(results, texts)
-        )
-
-    def row(name: str, kind: str, texts: Sequence[str]) -> SystemScore:
-        c = counts(texts)
-        return SystemScore(name=name, kind=kind, wer=c.wer, counts=c, items=len(texts))
+def _asr_systems(
+    results: Sequence[ItemResult], normalizer: NormalizerName, unit: Unit
+) -> list[tuple[str, str, list[str]]]:
+    """(name, kind, one text per item) of every ASR system the report compares."""
 
     def best_of(options_per_item: Sequence[Sequence[str]]) -> list[str]:
         chosen = []
@@ -101,25 +99,51 @@ def _asr_rows(results: Sequence[ItemResult], normalizer: NormalizerName, unit: U
         out = next((o for o in r.candidates if o.tool == tool), None)
         return r.top(out)
 
-    rows = [row(f"internal: {internal_name}", "pool", [r.top(r.internal) for r in results])]
-    rows += [row(f"external top-1: {t}", "pool", [top_of(r, t) for r in results]) for t in external_names]
+    systems = [(f"internal: {internal_name}", "pool", [r.top(r.internal) for r in results])]
+    systems += [(f"external top-1: {t}", "pool", [top_of(r, t) for r in results]) for t in external_names]
     recorded: list[str] = []
     for r in results:
         recorded += [s for s in r.systems if s not in recorded]
-    rows += [row(f"recorded: {s}", "recorded", [r.systems.get(s, "") for r in results]) for s in recorded]
-    rows.append(row("agent", "agent", [r.prediction for r in results]))
+    systems += [(f"recorded: {s}", "recorded", [r.systems.get(s, "") for r in results]) for s in recorded]
+    systems.append(("agent", "agent", [r.prediction for r in results]))
     tops = [[r.top(r.internal), *(r.top(o) for o in r.externals)] for r in results]
-    rows.append(row("best-of-two (per-item oracle, no rewrite)", "oracle", best_of(tops)))
-    rows.append(
-        row(
+    systems.append(("best-of-two (per-item oracle, no rewrite)", "oracle", best_of(tops)))
+    systems.append(
+        (
             "oracle router (internal / external top-1 / rewrite)",
             "oracle",
             best_of([[*t, r.rewrite_candidate] for t, r in zip(tops, results)]),
         )
     )
     every = [[h.text for o in r.candidates for h in o.hypotheses] + [r.rewrite_candidate] for r in results]
-    rows.append(row("oracle over all N-best candidates", "oracle", best_of(every)))
+    systems.append(("oracle over all N-best candidates", "oracle", best_of(every)))
+    return systems
+
+
+def _item_errors(results: Sequence[ItemResult], texts: Sequence[str], normalizer: NormalizerName, unit: Unit) -> list[ErrorCounts]:
+    """Per-item error counts (failed items count with empty hypotheses: nothing is dropped)."""
+    return [word_errors(r.reference or "", t, normalizer=normalizer, unit=unit) for r, t in zip(results, texts)]
+
+
+def _asr_rows(results: Sequence[ItemResult], normalizer: NormalizerName, unit: Unit) -> list[SystemScore]:
+    """Systems table over ``results``."""
+    rows = []
+    for name, kind, texts in _asr_systems(results, normalizer, unit):
+        c = sum_counts(_item_errors(results, texts, normalizer, unit))
+        rows.append(SystemScore(name=name, kind=kind, wer=c.wer, counts=c, items=len(texts)))
     return rows
+
+
+def _asr_intervals(
+    results: Sequence[ItemResult], best: str, normalizer: NormalizerName, unit: Unit
+) -> list[BootstrapInterval]:
+    """Bootstrap intervals of the agent's relative reduction over the best single system ``best``."""
+    texts = {name: t for name, _, t in _asr_systems(results, normalizer, unit)}
+    agent = [c.errors for c in _item_errors(results, texts["agent"], normalizer, unit)]
+    single = [c.errors for c in _item_errors(results, texts[best], normalizer, unit)]
+    if sum(single) == 0:
+        return []
+    return reduction_intervals(agent, single, [r.speaker for r in results])
 
 
 # ---------------------------------------------------------------------------------------- QA
@@ -196,6 +220,7 @@ def build_report(
     agent = next(s for s in systems if s.kind == "agent")
     oracle_router = next(s for s in systems if s.name.startswith("oracle router"))
     best = relative = gap = None
+    intervals: list[BootstrapInterval] = []
     if task == "qa":
         if pool:
             top = max(pool, key=lambda s: s.accuracy or 0.0)
@@ -207,6 +232,7 @@ def build_report(
         assert top.wer is not None and agent.wer is not None and oracle_router.wer is not None
         relative = 1 - agent.wer / top.wer if top.wer > 0 else None
         gap = gap_closed(top.wer, agent.wer, oracle_router.wer)
+        intervals = _asr_intervals(results, top.name, normalizer, unit)
     actions: dict[str, int] = {}
     for r in results:
         key = r.action.value if r.action else ("failed" if r.error else "skipped")
@@ -226,6 +252,7 @@ def build_report(
         best_single=best,
         relative_reduction=relative,
         gap_closed=gap,
+        reduction_intervals=intervals,
         routing=routing,
         actions=actions,
         mean_rewrites=sum(r.rewrite_count for r in results) / len(results),
@@ -275,6 +302,8 @@ def render_markdown(report: EvalReport, plots: Sequence[str] = ()) -> str:
             f"- relative {metric} reduction of the agent vs the best single system: {100 * r.relative_reduction:+.1f}% "
             "(negative = the agent is worse; the paper reports +12.1% WER reduction)"
         )
+    for interval in r.reduction_intervals:
+        lines.append(f"- paired bootstrap of that reduction, resampling {interval.unit}s: {interval.describe()}")
     if r.gap_closed is not None:
         lines.append(f"- gap closed toward the oracle router: {r.gap_closed:.2f}")
     lines.append(f"- where final answers came from: {r.actions}; mean rewrites per item {r.mean_rewrites:.2f}")

@@ -90,6 +90,12 @@ def _print_summary(result: dict, data: str) -> None:
         f"agent / best single = {summary['agent_over_best_single']:.3f}; gap closed = {summary['gap_closed']:.3f}; "
         f"per-action F1 = { {k: round(v['f1'], 3) for k, v in summary['per_action'].items()} }"
     )
+    for interval in summary.get("reduction_intervals", []):
+        Console().print(
+            f"  relative reduction vs best single, paired bootstrap over {interval['unit']}s: "
+            f"{100 * interval['estimate']:+.1f}% [{100 * interval['low']:+.1f}%, {100 * interval['high']:+.1f}%] "
+            f"(95%; P(not better) = {interval['p_not_better']:.3f})"
+        )
     if len(summary.get("per_corpus", {})) > 1:
         per = Table(title="the same CV, per corpus")
         for column in ("corpus", "words", "best single %", "confidence agent %", "learned agent %", "x best single", "gap closed"):

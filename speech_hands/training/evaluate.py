@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from speech_hands.audio import virtual_audio
+from speech_hands.evals.significance import BootstrapInterval, reduction_intervals
 from speech_hands.reflection.confidence import ConfidencePolicy
 from speech_hands.reflection.rewrite import AlignmentVotingRewriter
 from speech_hands.tools.base import ReflectionInput
@@ -64,6 +65,18 @@ class CVReport:
         self.corpora.setdefault(corpus, {}).setdefault(system, Tally()).add(e, n)
         return e
 
+    def intervals(self, wer: dict[str, float]) -> list[BootstrapInterval]:
+        """Paired bootstrap of the agent's relative reduction over the best single system (items,
+        then speakers), from the held-out answers."""
+        if not self.per_utterance:
+            return []
+        best = _best_single_name(wer)
+        single = [u["single_errors"][best] for u in self.per_utterance]
+        if sum(single) == 0:
+            return []
+        agent = [u["agent_errors"] for u in self.per_utterance]
+        return reduction_intervals(agent, single, [u["speaker"] for u in self.per_utterance])
+
     def f1(self) -> dict[str, dict[str, float]]:
         from sklearn.metrics import precision_recall_fscore_support
 
@@ -91,6 +104,7 @@ class CVReport:
             "best_single": best_single,
             "agent_over_best_single": ratio,
             "gap_closed": gap,
+            "reduction_intervals": [i.model_dump() for i in self.intervals(wer)],
             "per_action": self.f1(),
             "gold_actions": dict(Counter(self.gold)),
             "predicted_actions": dict(Counter(self.predicted)),
@@ -99,11 +113,15 @@ class CVReport:
         }
 
 
+def _best_single_name(wer: dict[str, float]) -> str:
+    return min(("internal (whisper-base)", "external top-1 (whisper-tiny.en)"), key=lambda k: wer[k])
+
+
 def _headline(systems: dict[str, Tally], agent: str) -> tuple[dict[str, float], float, float, float]:
     """WER per system, the best single system, agent / best single and the gap closed toward the
     oracle router."""
     wer = {k: round(v.wer, 2) for k, v in systems.items()}
-    best_single = min(wer["internal (whisper-base)"], wer["external top-1 (whisper-tiny.en)"])
+    best_single = wer[_best_single_name(wer)]
     oracle = wer["oracle router (3 actions)"]
     gap = (best_single - wer[agent]) / (best_single - oracle) if best_single > oracle else float("nan")
     ratio = wer[agent] / best_single if best_single > 0 else float("nan")  # nan: nothing to improve on
@@ -172,8 +190,8 @@ def _score_systems(
     int_top = rec.internal.top.text if rec.internal.top else ""
     ext_top = rec.externals[0].top.text if rec.externals and rec.externals[0].top else ""
     nbest = [h.text for o in [rec.internal, *rec.externals] for h in o.hypotheses]
-    report.add("internal (whisper-base)", ref, int_top, corpus)
-    report.add("external top-1 (whisper-tiny.en)", ref, ext_top, corpus)
+    int_errors = report.add("internal (whisper-base)", ref, int_top, corpus)
+    ext_errors = report.add("external top-1 (whisper-tiny.en)", ref, ext_top, corpus)
     report.add("oracle between top-1s", ref, _oracle(ref, [int_top, ext_top]), corpus)
     report.add("oracle over all N-best candidates", ref, _oracle(ref, nbest), corpus)
     report.add("oracle over the pool (+prompted)", ref, _oracle(ref, [c.text for c in ex.pool.candidates]), corpus)
@@ -200,6 +218,7 @@ def _score_systems(
             "probs": [round(float(v), 4) for v in p],
             "errors": {a.value: ex.errors[a] for a in ACTIONS},
             "agent_errors": e,
+            "single_errors": {"internal (whisper-base)": int_errors, "external top-1 (whisper-tiny.en)": ext_errors},
         }
     )
 
