@@ -96,6 +96,33 @@ def test_rescoring_without_scores_falls_back_to_alignment_vote():
     assert result.text == "a b c" and "fallback:alignment-vote" in result.source
 
 
+def test_a_scoring_model_that_raises_costs_the_learned_decision_not_the_utterance(caplog):
+    """The scoring pass raising (a CTranslate2 error, out of memory...) is traced and both the learned
+    policy and the rewrite fall back to their unscored forms: the confidence baseline and the vote."""
+    from speech_hands.reflection.learned import LearnedPolicy, ReflectorArtifact
+
+    internal = output("whisper-base", "internal", ["a b c"])
+    external = output("whisper-tiny.en", "external", ["a b c", "a x c"])
+
+    class Broken(TableScorer):
+        def score(self, audio, texts):
+            self.calls += 1
+            raise RuntimeError("CUDA out of memory")
+
+    broken = Broken("whisper-base", {})
+    rewriter = RescoringRewriter([broken, TableScorer("whisper-tiny.en", {"a b c": (-1, -1), "a x c": (-2, -1)})])
+    policy = LearnedPolicy(ReflectorArtifact.load(), rewriter)
+    inp = inp_of(internal, external)
+    with caplog.at_level("WARNING"):
+        decision = policy.reflect(inp)
+    assert decision.policy == "confidence-baseline"
+    assert "scoring pass failed (RuntimeError: CUDA out of memory)" in decision.rationale
+    assert "scoring pass failed" in caplog.text
+    rewritten = rewriter.rewrite(inp)
+    assert rewritten.text == "a b c" and "fallback:alignment-vote" in rewritten.source
+    assert broken.calls == 1  # the policy and the rewrite share one (failed) analysis
+
+
 def test_alignment_vote_on_a_known_alignment():
     # one insertion and one substitution: position-wise voting would misalign everything after it
     internal = output("a", "internal", ["the cat sat on the mat"])

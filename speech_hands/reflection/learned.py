@@ -191,7 +191,7 @@ class LearnedPolicy:
         analysis = self.rewriter.analyse(inp)
         pool = analysis.pool
         if not pool.scored:
-            return self._baseline(inp, sample, "candidates unscored (no audio, or over 30 s)")
+            return self._baseline(inp, sample, analysis.failure or "candidates unscored (no audio, or over 30 s)")
         original = inp.original_internal or inp.internal
         externals = [o for o in inp.externals if o.ok]
         feats, chosen = reflector_features(

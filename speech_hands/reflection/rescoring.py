@@ -30,6 +30,7 @@ policy's notion of "what a rewrite would give" is exactly what the rewrite node 
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -51,6 +52,8 @@ from speech_hands.reflection.scoring import CandidateScore, WhisperScorer
 from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.tools.base import AudioInput, ReflectionInput
 from speech_hands.types import Hypothesis, ToolOutput
+
+log = logging.getLogger(__name__)
 
 #: Weights used when no trained artifact provides them (a hand-checked simple form: base, half of
 #: tiny.en, one nat per word; the artifact's fitted weights take precedence).
@@ -125,6 +128,7 @@ class Analysis:
     extra_sources: tuple[str, ...] = ()
     posterior: np.ndarray | None = None  #: softmax(alpha * scores) over the pool (sums to 1)
     risk: np.ndarray | None = None  #: expected word errors of each candidate under the posterior
+    failure: str | None = None  #: why the pool is unscored when the scoring pass raised (else None)
 
 
 class RescoringRewriter:
@@ -173,19 +177,28 @@ class RescoringRewriter:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        extra = []
-        for generator in self.generators:
-            out = generator.generate(inp.audio, [o for o in [original, *externals] if o is not None and o.ok])
-            if out is not None:
-                extra.append(out)
-        pool = pool_from_outputs(
-            original, externals, self._normalize, self._score_fn(inp.audio), list(self.scorers), extra=extra
-        )
+        failure = None
+        try:
+            extra = []
+            for generator in self.generators:
+                out = generator.generate(inp.audio, [o for o in [original, *externals] if o is not None and o.ok])
+                if out is not None:
+                    extra.append(out)
+            pool = pool_from_outputs(
+                original, externals, self._normalize, self._score_fn(inp.audio), list(self.scorers), extra=extra
+            )
+        except Exception as exc:  # a failing scoring model costs the learned decision, never the utterance
+            failure = f"scoring pass failed ({type(exc).__name__}: {exc})"
+            log.warning("%s; the policy and the rewrite fall back to their unscored forms", failure)
+            extra = []
+            pool = pool_from_outputs(original, externals, self._normalize)
         extra_names = tuple(o.tool for o in extra)
         scores = rescore(pool, self.weights)
         p, risk = pool_risk(pool, scores, self.selection.alpha)
         best = pick(pool, scores, risk, self.selection) if scores and pool.scored else None
-        analysis = Analysis(pool=pool, scores=scores, best=best, extra_sources=extra_names, posterior=p, risk=risk)
+        analysis = Analysis(
+            pool=pool, scores=scores, best=best, extra_sources=extra_names, posterior=p, risk=risk, failure=failure
+        )
         with self._lock:
             self._cache[key] = analysis
             while len(self._cache) > self._cache_items:
@@ -196,7 +209,7 @@ class RescoringRewriter:
         analysis = self.analyse(inp)
         if not analysis.pool.candidates:
             raise ToolFailure("rewrite: no candidate to rewrite from (every tool failed or returned nothing)")
-        if analysis.best is None:  # unscored (no audio, or over 30 s): fall back to the alignment vote
+        if analysis.best is None:  # unscored (no audio, over 30 s, scoring failed): the alignment vote
             from speech_hands.reflection.rewrite import AlignmentVotingRewriter
 
             fallback = AlignmentVotingRewriter().rewrite(inp)
