@@ -117,6 +117,12 @@ def test_recipe_code_path_is_seeded_and_yields_a_working_policy(tmp_path):
         parts = [cv.corpora[c][system] for c in ("librispeech", "digits")]
         assert (sum(p.errors for p in parts), sum(p.words for p in parts)) == (whole.errors, whole.words)
     assert report["per_corpus"]["digits"]["words"] == 6 * len(records[2].item.reference.split())
+    # per held-out speaker: every utterance once, errors adding up to the corpus totals
+    speakers = report["per_speaker"]
+    assert set(speakers) == {"spk0", "spk1", "spk2"} and sum(v["items"] for v in speakers.values()) == 18
+    assert sum(v["agent_errors"] for v in speakers.values()) == cv.systems["agent (learned reflector)"].errors
+    best = min(("internal (whisper-base)", "external top-1 (whisper-tiny.en)"), key=lambda k: report["wer"][k])
+    assert sum(v["best_single_errors"] for v in speakers.values()) == cv.systems[best].errors
 
     model_a, weights_a, _ = final_fit(records, recipe, prompted=False)
     model_b, weights_b, _ = final_fit(records, recipe, prompted=False)

@@ -96,6 +96,15 @@ def _print_summary(result: dict, data: str) -> None:
             f"{100 * interval['estimate']:+.1f}% [{100 * interval['low']:+.1f}%, {100 * interval['high']:+.1f}%] "
             f"(95%; P(not better) = {interval['p_not_better']:.3f})"
         )
+    speakers = summary.get("per_speaker", {})
+    if speakers:
+        better = sum(1 for row in speakers.values() if row["agent_errors"] < row["best_single_errors"])
+        worse = sum(1 for row in speakers.values() if row["agent_errors"] > row["best_single_errors"])
+        detail = ", ".join(f"{k} {v['best_single_errors']}->{v['agent_errors']}" for k, v in speakers.items())
+        Console().print(
+            f"  word errors per held-out speaker, best single -> agent: {detail} "
+            f"(agent better for {better}, worse for {worse} of {len(speakers)})"
+        )
     if len(summary.get("per_corpus", {})) > 1:
         per = Table(title="the same CV, per corpus")
         for column in ("corpus", "words", "best single %", "confidence agent %", "learned agent %", "x best single", "gap closed"):

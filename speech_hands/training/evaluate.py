@@ -77,6 +77,18 @@ class CVReport:
         agent = [u["agent_errors"] for u in self.per_utterance]
         return reduction_intervals(agent, single, [u["speaker"] for u in self.per_utterance])
 
+    def per_speaker(self, wer: dict[str, float]) -> dict[str, dict[str, int]]:
+        """Word errors per held-out speaker: the best single system (overall) vs the agent, to see
+        whether a gain is spread over speakers or comes from one."""
+        best = _best_single_name(wer)
+        out: dict[str, dict[str, int]] = {}
+        for u in self.per_utterance:
+            row = out.setdefault(u["speaker"], {"items": 0, "best_single_errors": 0, "agent_errors": 0})
+            row["items"] += 1
+            row["best_single_errors"] += u["single_errors"][best]
+            row["agent_errors"] += u["agent_errors"]
+        return dict(sorted(out.items()))
+
     def f1(self) -> dict[str, dict[str, float]]:
         from sklearn.metrics import precision_recall_fscore_support
 
@@ -105,6 +117,7 @@ class CVReport:
             "agent_over_best_single": ratio,
             "gap_closed": gap,
             "reduction_intervals": [i.model_dump() for i in self.intervals(wer)],
+            "per_speaker": self.per_speaker(wer),
             "per_action": self.f1(),
             "gold_actions": dict(Counter(self.gold)),
             "predicted_actions": dict(Counter(self.predicted)),
