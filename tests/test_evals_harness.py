@@ -79,6 +79,10 @@ def test_builtin_datasets(shared_data):
     digits = fsdd(shared_data)
     assert len(digits) == 300 and {i.split for i in digits} == {"test"}
     assert next(i for i in digits if i.id == "7_jackson_3").reference == "seven"
+    train = resolve_manifest("fsdd-train", data_dir=shared_data)
+    assert len(train) == 2700 and {i.split for i in train} == {"train"}
+    assert not {i.id for i in train} & {i.id for i in digits}  # disjoint takes, same speakers
+    assert {i.speaker for i in train} == {i.speaker for i in digits}
     sounds = esc10(shared_data)
     assert len(sounds) == 400 and sounds.task == "qa" and len(sounds.items[0].choices) == 10
     with pytest.raises(ConfigurationError, match="unknown dataset"):

@@ -131,7 +131,7 @@ def _run(
 
 # Options shared by `eval run` and `labels` (typer needs them spelled out per command).
 DatasetArg = typer.Argument(
-    ..., help="built-in dataset (librispeech-dev, librispeech-test-other-text, fsdd, esc10) or a manifest .jsonl"
+    ..., help="built-in dataset (librispeech-dev, librispeech-test-other-text, fsdd, fsdd-train, esc10) or a manifest .jsonl"
 )
 RootOpt = typer.Option(None, help="folder the manifest's audio paths are relative to (default: its folder)")
 ReplayOpt = typer.Option(None, help="route over recorded outputs from this replay JSONL")

@@ -9,6 +9,8 @@ Built-in names (``speech-hands eval run NAME``), read from the shared data folde
   (route over recorded systems with ``--internal-system`` / ``--external-system``).
 - ``fsdd``: Free Spoken Digit Dataset, official test split (recordings 0-4 of each digit and
   speaker), 8 kHz; the reference is the digit's English word (Whisper's normaliser maps it to "7").
+- ``fsdd-train``: the rest of FSDD (recordings 5-49: 2,700 items, the same 6 speakers), e.g. to
+  train a reflector (``train-reflector --data fsdd-train``) and test it on ``fsdd``.
 - ``esc10``: ESC-10 environmental sounds as a 10-way multiple-choice AudioQA set ("Which sound is
   in the recording?"), category = the true class.
 
@@ -190,6 +192,7 @@ BUILTIN: dict[str, Callable[..., Manifest]] = {
     "librispeech-dev": librispeech_dev,
     "librispeech-test-other-text": librispeech_test_other_text,
     "fsdd": fsdd,
+    "fsdd-train": lambda root=None: fsdd(root, split="train"),
     "esc10": esc10,
 }
 

@@ -36,7 +36,7 @@ def train_reflector(
     data: Optional[list[str]] = typer.Option(
         None,
         help="real transcribed speech to train and cross-validate on (repeatable): a shared-data folder with "
-        "transcripts.tsv (default librispeech_other_dev), a built-in dataset (fsdd, librispeech-dev) or a manifest "
+        "transcripts.tsv (default librispeech_other_dev), a built-in dataset (fsdd, fsdd-train, librispeech-dev) or a manifest "
         ".jsonl with speakers",
     ),
     seed: int = typer.Option(0, help="recipe seed (augmentation draws, synthesis, model fit)"),
