@@ -95,3 +95,28 @@ class CountingRewriter:
     def rewrite(self, inp: ReflectionInput) -> Hypothesis:
         self.calls += 1
         return Hypothesis(text=f"rewrite {self.calls}", score=-0.05, source="rewrite:counting")
+
+
+class FailingPolicy:
+    """A reflection model that raises (an out-of-memory GPU, a server gone away)."""
+
+    name = "broken-policy"
+
+    def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+class FailingRewriter(CountingRewriter):
+    """Succeeds for the first ``ok`` rewrites, then raises."""
+
+    name = "failing"
+
+    def __init__(self, ok: int = 0) -> None:
+        super().__init__()
+        self.ok = ok
+
+    def rewrite(self, inp: ReflectionInput) -> Hypothesis:
+        if self.calls >= self.ok:
+            self.calls += 1
+            raise TimeoutError("rewrite model did not answer")
+        return super().rewrite(inp)

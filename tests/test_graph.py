@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from conftest import write_wav
-from doubles import CountingRewriter, FailingASR, FixedASR, SampledPolicy, ScriptedPolicy
+from doubles import (
+    CountingRewriter,
+    FailingASR,
+    FailingPolicy,
+    FailingRewriter,
+    FixedASR,
+    SampledPolicy,
+    ScriptedPolicy,
+)
 from speech_hands import Action, AgentConfig, SpeechHands
 from speech_hands.tools.composed import ComposedOmni
 
@@ -62,6 +70,35 @@ def test_rewrite_edge_then_reflection_accepts_rewrite(tmp_path, speech_like):
     second = policy.calls[-1]
     assert second.round == 1 and second.internal.top.text == "rewrite 1"
     assert second.original_internal.top.text == INTERNAL_TEXT[0]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_reflection_model_that_raises_keeps_the_internal_prediction(tmp_path, speech_like, k):
+    with make_agent(FailingPolicy(), tmp_path=tmp_path, k_samples=k) as agent:
+        result = agent.invoke(speech_like)
+        history = agent.trace(result.thread_id)
+    assert result.action is Action.INTERNAL and result.answer == INTERNAL_TEXT[0]
+    assert result.reflection is not None and result.reflection.policy.startswith("fallback:reflection-failed")
+    draws = result.samples if k > 1 else [result.reflection]
+    assert all("CUDA out of memory" in (d.rationale or "") for d in draws)
+    assert len([n for n in result.notes if "reflection failed (RuntimeError" in n]) == k
+    assert {c.tool for c in result.candidates if c.ok} == {"internal-asr", "external-asr"}  # nothing lost
+    assert history.result.answer == result.answer  # the fallback is in the checkpointed trace
+
+
+@pytest.mark.parametrize("ok", [0, 1])
+def test_a_rewrite_that_raises_keeps_the_latest_internal_answer(tmp_path, speech_like, ok):
+    rewriter = FailingRewriter(ok=ok)
+    with make_agent(ScriptedPolicy([Action.REWRITE]), tmp_path=tmp_path, rewriter=rewriter, max_rewrites=3) as agent:
+        result = agent.invoke(speech_like)
+    assert rewriter.calls == ok + 1  # the failure ends the loop: no retry
+    assert result.rewrite_count == ok
+    if ok:  # the first rewrite stands
+        assert (result.action, result.answer) == (Action.REWRITE, "rewrite 1")
+    else:
+        assert (result.action, result.answer) == (Action.INTERNAL, INTERNAL_TEXT[0])
+    assert any("rewrite failed (TimeoutError: rewrite model did not answer)" in n for n in result.notes)
+    assert not any("budget" in n or "disabled" in n for n in result.notes)
 
 
 @pytest.mark.parametrize("max_rewrites", [1, 2, 3])

@@ -190,9 +190,21 @@ class RoutingGraph:
 
     def reflect(self, task: ReflectTask) -> dict[str, Any]:
         inp = self._reflection_input(task["state"], sample_index=task["sample_index"], n_samples=task["n_samples"])
-        reflection = self.omni.reflect(inp, sample=task["n_samples"] > 1)
+        notes: list[str] = []
+        try:
+            reflection = self.omni.reflect(inp, sample=task["n_samples"] > 1)
+        except Exception as exc:  # a failing reflection model costs the decision, never the candidates
+            why = f"reflection failed ({type(exc).__name__}: {exc or repr(exc)}); kept the internal prediction"
+            notes.append(why if task["n_samples"] == 1 else f"draw {task['sample_index']}: {why}")
+            reflection = Reflection(
+                action=Action.INTERNAL,
+                probs={Action.INTERNAL: 1.0, Action.EXTERNAL: 0.0, Action.REWRITE: 0.0},
+                raw_token=Action.INTERNAL.token,
+                policy="fallback:reflection-failed",
+                rationale=why,
+            )
         reflection = reflection.model_copy(update={"round": inp.round, "sample_index": task["sample_index"]})
-        return {"samples": [reflection.model_dump(mode="json")]}
+        return {"samples": [reflection.model_dump(mode="json")], "notes": notes}
 
     def vote(self, state: RoutingState) -> dict[str, Any]:
         current = state.get("round", 0)
@@ -242,7 +254,11 @@ class RoutingGraph:
 
     def rewrite(self, state: RoutingState) -> dict[str, Any]:
         inp = self._reflection_input(state)
-        hypothesis = self.omni.rewrite(inp)
+        try:
+            hypothesis = self.omni.rewrite(inp)
+        except Exception as exc:  # keep what we have: the (latest) internal prediction
+            error = f"{type(exc).__name__}: {exc or repr(exc)}"
+            return {"rewrite_error": error, "notes": [f"rewrite failed ({error}); kept the internal prediction"]}
         record = RewriteRecord(
             text=hypothesis.text,
             strategy=hypothesis.source,
@@ -259,7 +275,7 @@ class RoutingGraph:
 
     def _route_notes(self, state: RoutingState) -> list[str]:
         decided = Reflection.model_validate((state.get("reflections") or [])[-1])
-        if decided.action is Action.REWRITE:
+        if decided.action is Action.REWRITE and not state.get("rewrite_error"):
             if state.get("rewrites"):
                 return [f"rewrite budget ({self.settings.max_rewrites}) spent; kept the latest rewrite"]
             return ["rewrites are disabled (max_rewrites=0); kept the internal prediction"]
@@ -281,6 +297,12 @@ class RoutingGraph:
         k = self.settings.k_samples
         snapshot = {key: state.get(key) for key in ("audio", "question", "outputs", "rewrites", "round")}
         return [Send("reflect", ReflectTask(sample_index=i, n_samples=k, state=snapshot)) for i in range(k)]
+
+    def after_rewrite(self, state: RoutingState) -> list[Send] | str:
+        """Reflect on the new rewrite, or end on the internal prediction when the rewrite raised."""
+        if state.get("rewrite_error"):
+            return "use_internal"
+        return self.fan_out_reflection(state)
 
     def route_on_action(self, state: RoutingState) -> str:
         action = Action(state["action"])
@@ -316,7 +338,7 @@ class RoutingGraph:
         graph.add_conditional_edges("gather", self.fan_out_reflection, ["reflect", "finish"])
         graph.add_edge("reflect", "vote")
         graph.add_conditional_edges("vote", self.route_on_action, ["use_internal", "use_external", "rewrite"])
-        graph.add_conditional_edges("rewrite", self.fan_out_reflection, ["reflect", "finish"])
+        graph.add_conditional_edges("rewrite", self.after_rewrite, ["reflect", "use_internal", "finish"])
         graph.add_edge("use_internal", "finish")
         graph.add_edge("use_external", "finish")
         graph.add_edge("finish", END)

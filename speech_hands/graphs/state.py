@@ -32,6 +32,7 @@ class RoutingState(TypedDict, total=False):
     answer: str | None
     action: str | None
     skipped_reason: str | None
+    rewrite_error: str | None  # the rewrite raised: the run ends on the internal prediction
 
 
 class PerceiveTask(TypedDict):
@@ -66,4 +67,5 @@ def fresh_input(audio: dict[str, Any], question: str | None) -> RoutingState:
         answer=None,
         action=None,
         skipped_reason=None,
+        rewrite_error=None,
     )
