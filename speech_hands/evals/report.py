@@ -125,20 +125,29 @@ def _item_errors(results: Sequence[ItemResult], texts: Sequence[str], normalizer
     return [word_errors(r.reference or "", t, normalizer=normalizer, unit=unit) for r, t in zip(results, texts)]
 
 
-def _asr_rows(results: Sequence[ItemResult], normalizer: NormalizerName, unit: Unit) -> list[SystemScore]:
-    """Systems table over ``results``."""
+def _asr_rows(
+    results: Sequence[ItemResult],
+    normalizer: NormalizerName,
+    unit: Unit,
+    systems: list[tuple[str, str, list[str]]] | None = None,
+) -> list[SystemScore]:
+    """Systems table over ``results`` (``systems``: :func:`_asr_systems` of them, if already made)."""
     rows = []
-    for name, kind, texts in _asr_systems(results, normalizer, unit):
+    for name, kind, texts in systems if systems is not None else _asr_systems(results, normalizer, unit):
         c = sum_counts(_item_errors(results, texts, normalizer, unit))
         rows.append(SystemScore(name=name, kind=kind, wer=c.wer, counts=c, items=len(texts)))
     return rows
 
 
 def _asr_intervals(
-    results: Sequence[ItemResult], best: str, normalizer: NormalizerName, unit: Unit
+    results: Sequence[ItemResult],
+    systems: list[tuple[str, str, list[str]]],
+    best: str,
+    normalizer: NormalizerName,
+    unit: Unit,
 ) -> list[BootstrapInterval]:
     """Bootstrap intervals of the agent's relative reduction over the best single system ``best``."""
-    texts = {name: t for name, _, t in _asr_systems(results, normalizer, unit)}
+    texts = {name: t for name, _, t in systems}
     agent = [c.errors for c in _item_errors(results, texts["agent"], normalizer, unit)]
     single = [c.errors for c in _item_errors(results, texts[best], normalizer, unit)]
     if sum(single) == 0:
@@ -210,7 +219,8 @@ def build_report(
     rule = rule or LabelRule(normalizer=normalizer, unit=unit)
     task = results[0].task
     rows_for = (lambda rs: _qa_rows(rs, rule)) if task == "qa" else (lambda rs: _asr_rows(rs, normalizer, unit))
-    systems = rows_for(results)
+    asr_systems = _asr_systems(results, normalizer, unit) if task == "asr" else []
+    systems = _asr_rows(results, normalizer, unit, asr_systems) if task == "asr" else rows_for(results)
     datasets = list(dict.fromkeys(r.dataset for r in results))
     per_dataset = {d: rows_for([r for r in results if r.dataset == d]) for d in datasets} if len(datasets) > 1 else {}
     if routing is None:
@@ -232,7 +242,7 @@ def build_report(
         assert top.wer is not None and agent.wer is not None and oracle_router.wer is not None
         relative = 1 - agent.wer / top.wer if top.wer > 0 else None
         gap = gap_closed(top.wer, agent.wer, oracle_router.wer)
-        intervals = _asr_intervals(results, top.name, normalizer, unit)
+        intervals = _asr_intervals(results, asr_systems, top.name, normalizer, unit)
     actions: dict[str, int] = {}
     for r in results:
         key = r.action.value if r.action else ("failed" if r.error else "skipped")
