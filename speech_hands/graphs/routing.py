@@ -27,6 +27,7 @@ without re-running anything.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from concurrent.futures import Executor
@@ -63,6 +64,9 @@ class RoutingSettings:
     tool_timeout_s: float | None = 300.0
     seed: int = 0
     weighted_vote: bool = True
+
+
+log = logging.getLogger(__name__)
 
 
 def _timed(node: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
@@ -196,6 +200,7 @@ class RoutingGraph:
         except Exception as exc:  # a failing reflection model costs the decision, never the candidates
             why = f"reflection failed ({type(exc).__name__}: {exc or repr(exc)}); kept the internal prediction"
             notes.append(why if task["n_samples"] == 1 else f"draw {task['sample_index']}: {why}")
+            log.warning("%s", notes[-1], exc_info=exc)
             reflection = Reflection(
                 action=Action.INTERNAL,
                 probs={Action.INTERNAL: 1.0, Action.EXTERNAL: 0.0, Action.REWRITE: 0.0},
@@ -258,6 +263,7 @@ class RoutingGraph:
             hypothesis = self.omni.rewrite(inp)
         except Exception as exc:  # keep what we have: the (latest) internal prediction
             error = f"{type(exc).__name__}: {exc or repr(exc)}"
+            log.warning("rewrite failed (%s); kept the internal prediction", error, exc_info=exc)
             return {"rewrite_error": error, "notes": [f"rewrite failed ({error}); kept the internal prediction"]}
         record = RewriteRecord(
             text=hypothesis.text,
