@@ -233,6 +233,45 @@ def test_eval_run_with_the_baseline_policy_on_real_models(tmp_path, shared_data,
     assert learned.exit_code != 0 and "other settings" in str(learned.exception)
 
 
+def test_compare_two_runs_item_by_item(shared_data, tmp_path):
+    """`eval compare`: two replayed runs whose agents keep different recorded systems (the policy
+    keeps the internal one), so their WERs are those systems' WERs, checked independently."""
+    from doubles import CountingRewriter, ScriptedPolicy
+    from speech_hands.cli import app
+    from speech_hands.evals.compare import compare_runs
+    from speech_hands.types import Action
+
+    manifest = librispeech_dev(shared_data)
+    for folder, internal in (("a", "b2.b1+nnlm"), ("b", INTERNAL)):
+        store = replay_from_systems(manifest, internal, [EXTERNAL])
+        keep = ScriptedPolicy([Action.INTERNAL])
+        with SpeechHands.from_replay(
+            store, internal_name=internal, policy=keep, rewriter=CountingRewriter(), trace_db=":memory:"
+        ) as agent:
+            run_manifest(agent, manifest, tmp_path / folder / "results.jsonl", show_progress=False)
+    c = compare_runs(tmp_path / "a", tmp_path / "b")
+    refs = [normalize_english(i.reference) for i in manifest]
+    for system, wer in (("b2.b1+nnlm", c.wer_a), (INTERNAL, c.wer_b)):
+        assert wer == pytest.approx(jiwer.wer(refs, [normalize_english(i.systems[system]) for i in manifest]))
+    assert c.items == 60 and c.a_better + c.b_better + c.same == 60 and c.a_better > c.b_better
+    items, speakers = c.intervals
+    assert items.estimate == pytest.approx(1 - c.errors_a / c.errors_b) and items.low < items.estimate < items.high
+    assert speakers.clusters == 6
+
+    result = CliRunner().invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    assert "60 common items" in result.output and "resampling speakers" in result.output
+    assert json.loads((tmp_path / "c.json").read_text())["errors_a"] == c.errors_a
+
+    # items are matched by id: a run over other items cannot be compared
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.jsonl").write_text(
+        (tmp_path / "b" / "results.jsonl").read_text().replace('"id": "', '"id": "x-').replace('"id":"', '"id":"x-')
+    )
+    with pytest.raises(ConfigurationError, match="no item in common"):
+        compare_runs(tmp_path / "a", tmp_path / "other")
+
+
 def test_paper_nbest_file_becomes_a_replayable_manifest(tmp_path, shared_data):
     from speech_hands.cli import app
 

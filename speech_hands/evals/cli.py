@@ -209,6 +209,35 @@ def report(
     _print_summary(rep, out)
 
 
+@eval_app.command("compare")
+def compare(
+    run_a: Path = typer.Argument(..., help="an `eval run` output folder: the candidate (A)"),
+    run_b: Path = typer.Argument(..., help="another `eval run` output folder over the same items: the baseline (B)"),
+    normalizer: str = typer.Option("english", help="english, basic or none"),
+    cer: bool = typer.Option(False, "--cer", help="character error rate"),
+    out: Optional[Path] = typer.Option(None, help="also write the comparison as JSON here"),
+) -> None:
+    """Is agent A better than agent B on the same items? WERs, per-item wins and a paired bootstrap."""
+    from speech_hands.evals.compare import compare_runs
+
+    c = compare_runs(run_a, run_b, normalizer=normalizer, unit="char" if cer else "word")
+    table = Table(title=f"{c.items} common items ({c.reference_words} reference {'characters' if cer else 'words'})")
+    for column in ("run", "WER %", "errors", "items it wins"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    table.add_row(f"A: {c.run_a}", f"{100 * c.wer_a:.2f}", str(c.errors_a), str(c.a_better), style="bold magenta")
+    table.add_row(f"B: {c.run_b}", f"{100 * c.wer_b:.2f}", str(c.errors_b), str(c.b_better))
+    console.print(table)
+    console.print(f"ties: {c.same} items; left out (in one run only): A {c.only_a}, B {c.only_b}")
+    for interval in c.intervals:
+        console.print(f"A's relative reduction over B, resampling {interval.unit}s: {interval.describe()}")
+    if c.action_changes:
+        console.print(f"final-answer source changes (B -> A): {c.action_changes}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(c.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        console.print(f"written: {out}")
+
+
 @eval_app.command("manifest")
 def manifest(
     dataset: str = typer.Argument(..., help="built-in dataset name"),
