@@ -74,3 +74,27 @@ def test_embedded_agent_from_config_runs_on_real_speech(tmp_path):
         result = agent.invoke(dev_flac("1688-142285-0007"))
     assert {c.tool for c in result.candidates} == {"whisper-tiny.en", "tiny-random"}
     assert agent.config.n_best == 3 and result.action is not None
+
+
+def test_embedded_agent_with_the_learned_reflector_from_config(tmp_path):
+    """``reflector = "shipped"`` (or an artifact path) gives the config path SpeechHands.default()'s policy."""
+    from speech_hands.cli import DEMO_SAMPLE
+    from speech_hands.reflection.learned import DEFAULT_ARTIFACT, SHIPPED_DIR
+
+    (tmp_path / "mine.json").write_text((SHIPPED_DIR / DEFAULT_ARTIFACT).read_text())  # a "trained" artifact
+    whisper = '[omni.predictor]\nkind = "faster-whisper"\nmodel = "bundled:base"\ncpu_threads = 2\n' \
+              '[[external]]\nkind = "faster-whisper"\nmodel = "bundled:tiny.en"\ncpu_threads = 2\n'
+    for reflector in ("shipped", "./mine.json"):  # a relative path is taken relative to the config file
+        config = tmp_path / "agent.toml"
+        config.write_text(f'[agent]\ntrace_db = ":memory:"\n[omni]\nkind = "embedded"\nreflector = "{reflector}"\n' + whisper)
+        with SpeechHands.from_config(config) as agent:
+            result = agent.invoke(DEMO_SAMPLE)
+        assert result.reflection is not None and result.reflection.policy == "learned-reflector"
+        assert "expected errors per word" in (result.reflection.rationale or "")
+
+    both = {"kind": "embedded", "reflector": "shipped", "policy": {}, "predictor": EMBEDDED["predictor"]}
+    with pytest.raises(ConfigurationError, match="either reflector or policy"):
+        SpeechHands.from_config({"omni": both, "preload": False})
+    # the shipped artifact scores with whisper-base and whisper-tiny.en: a pool without them is refused
+    with pytest.raises(ConfigurationError, match="pool lacks"):
+        SpeechHands.from_config({"omni": {**EMBEDDED, "reflector": "shipped"}, "preload": False})

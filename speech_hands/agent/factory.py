@@ -19,7 +19,8 @@ constructor (its docstring lists them)::
     name = "parakeet"
 
 Backend kinds (:data:`REGISTRY`): omni ``qwen-omni``, ``openai-server``, ``chat-llm`` and ``embedded``
-(the last two need a ``predictor`` table: the first pass comes from another model); ASR ``nemo``,
+(the last two need a ``predictor`` table: the first pass comes from another model; ``embedded`` takes
+``reflector = "shipped"`` or an artifact path for the learned reflector, else the confidence baseline); ASR ``nemo``,
 ``openai-whisper``, ``faster-whisper``, ``openai-transcription``; caption / audio-QA
 ``audio-flamingo-3``. A relative ``model`` path (``./x``, ``../x``) is taken relative to the config file.
 
@@ -37,7 +38,7 @@ import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -170,15 +171,18 @@ def _resolve_paths(options: dict[str, Any], base: Path | None) -> dict[str, Any]
     if base is None:
         return options
     out = dict(options)
-    for key in ("model", "path"):
+    for key in ("model", "path", "reflector"):
         value = out.get(key)
         if isinstance(value, str) and value.startswith(("./", "../")):
             out[key] = str((base / value).resolve())
     return out
 
 
-def construct(spec: BackendSpec, role: Role, base: Path | None = None, *, n_best: int = 5) -> Any:
-    """Build one backend from its spec (without loading weights)."""
+def construct(
+    spec: BackendSpec, role: Role, base: Path | None = None, *, n_best: int = 5, externals: Sequence[Any] = ()
+) -> Any:
+    """Build one backend from its spec (without loading weights); ``externals``: the external tools
+    already built (the learned reflector of an ``embedded`` omni scores their candidates)."""
     entry = REGISTRY[spec.kind]
     if role not in entry.roles and not (role == "omni" and entry.needs_predictor):
         raise ConfigurationError(
@@ -188,7 +192,7 @@ def construct(spec: BackendSpec, role: Role, base: Path | None = None, *, n_best
     _check_requirements(spec.kind)
     options = _resolve_paths(spec.options, base)
     if entry.needs_predictor:
-        return _composed(spec, options, base, n_best=n_best)
+        return _composed(spec, options, base, n_best=n_best, externals=externals)
     if spec.predictor is not None:
         if role != "omni":
             raise ConfigurationError(f"'predictor' is only meaningful for the omni backend, not for {spec.kind!r}")
@@ -205,7 +209,9 @@ def _predictor_role(spec: BackendSpec) -> Role:
     return "asr" if "asr" in roles else ("caption" if "caption" in roles else "omni")
 
 
-def _composed(spec: BackendSpec, options: dict[str, Any], base: Path | None, *, n_best: int) -> Any:
+def _composed(
+    spec: BackendSpec, options: dict[str, Any], base: Path | None, *, n_best: int, externals: Sequence[Any] = ()
+) -> Any:
     from speech_hands.tools.composed import ComposedOmni
 
     predictor_spec = spec.predictor or BackendSpec(kind="faster-whisper", model="bundled:base")
@@ -215,10 +221,22 @@ def _composed(spec: BackendSpec, options: dict[str, Any], base: Path | None, *, 
         from speech_hands.reflection.confidence import ConfidencePolicy
         from speech_hands.reflection.rewrite import AlignmentVotingRewriter
 
-        policy = ConfidencePolicy(**options.pop("policy", {}))
-        rewriter = AlignmentVotingRewriter(**options.pop("rewriter", {}))
+        reflector = options.pop("reflector", None)
+        if reflector is not None:  # the learned reflector and its rescoring rewrite, as SpeechHands.default()
+            if "policy" in options or "rewriter" in options:
+                raise ConfigurationError("kind 'embedded': give either reflector or policy / rewriter, not both")
+            from speech_hands.reflection.learned import build_learned
+
+            artifact = None if reflector in ("shipped", True) else reflector
+            asr_tools = [e for e in externals if hasattr(e, "transcribe")]
+            policy, rewriter = build_learned(predictor, asr_tools, artifact=artifact)
+        else:
+            policy = ConfidencePolicy(**options.pop("policy", {}))
+            rewriter = AlignmentVotingRewriter(**options.pop("rewriter", {}))
         if options:
-            raise ConfigurationError(f"unknown options for kind 'embedded': {sorted(options)}; use policy / rewriter / name")
+            raise ConfigurationError(
+                f"unknown options for kind 'embedded': {sorted(options)}; use reflector, or policy / rewriter; and name"
+            )
         return ComposedOmni(predictor, policy, rewriter, name=name, n_best=n_best)
     llm = _instantiate(spec.kind, {**options, **({"name": name} if name else {})})
     return ComposedOmni(predictor, llm, llm, name=name or f"{predictor.name}+{llm.name}", n_best=n_best)
@@ -277,11 +295,11 @@ def build_agent(source: str | Path | Mapping[str, Any] | SpeechHandsConfig, **kw
 
     config, base = read_config(source)
     n_best = config.agent.n_best
-    omni = construct(config.omni, "omni", base, n_best=n_best)
     externals = []
     for spec in config.external:
         role = "caption" if "caption" in REGISTRY[spec.kind].roles else "asr"
         externals.append(construct(spec, role, base, n_best=n_best))
+    omni = construct(config.omni, "omni", base, n_best=n_best, externals=externals)
     if config.preload:
         for backend in [omni, *externals]:
             _preload(backend)
