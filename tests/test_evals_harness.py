@@ -229,6 +229,8 @@ def test_eval_run_with_the_baseline_policy_on_real_models(tmp_path, shared_data,
     trace = runner.invoke(app, ["trace", item.thread_id, "--json", "--trace-db", str(out / "traces.sqlite")])
     assert json.loads(trace.output)["result"]["reflection"]["policy"] == "confidence-baseline"
     assert json.loads((out / "run.json").read_text())["settings"]["policy"] == "confidence"
+    assert json.loads((out / "report.json").read_text())["run_settings"]["policy"] == "confidence"
+    assert "policy=confidence" in (out / "report.md").read_text()  # the report says which agent made it
     learned = runner.invoke(app, args)  # the default (learned) policy into the same folder: refused
     assert learned.exit_code != 0 and "other settings" in str(learned.exception)
 

@@ -43,6 +43,9 @@ class SystemScore(BaseModel):
 class EvalReport(BaseModel):
     name: str
     created: str
+    run_settings: dict = Field(
+        default_factory=dict, description="how the agent was run (the run folder's run.json): models, policy, reflector"
+    )
     task: str
     items: int
     failed_items: int = Field(description="items that could not be run (bad audio, ...): counted, not dropped")
@@ -300,6 +303,11 @@ def render_markdown(report: EvalReport, plots: Sequence[str] = ()) -> str:
         f"{r.created}; {r.items} items ({r.failed_items} failed to run, {r.skipped_items} skipped by the agent); "
         f"task {r.task}; normaliser: {r.normalizer}; {r.unit}-level; {r.seconds_per_item:.2f} s per item.",
         "",
+        *(
+            [f"Run settings: {', '.join(f'{k}={v}' for k, v in r.run_settings.items() if v is not None)}.", ""]
+            if r.run_settings
+            else []
+        ),
         "## Systems",
         "",
         *_systems_table(r.systems, r.task),
@@ -387,12 +395,16 @@ def write_report(
     rule: LabelRule | None = None,
     plots: bool = True,
 ) -> EvalReport:
-    """Write ``report.json``, ``report.md``, ``items.csv`` and the PNG plots into ``out_dir``."""
+    """Write ``report.json``, ``report.md``, ``items.csv`` and the PNG plots into ``out_dir`` (the
+    settings of the run that made the results, ``run.json`` in ``out_dir``, go into the report)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rule = rule or LabelRule(normalizer=normalizer, unit=unit)
     routing, labels = analyse_routing(results, rule)
     report = build_report(results, name=name, normalizer=normalizer, unit=unit, rule=rule, routing=routing)
+    run_file = out / "run.json"
+    if run_file.exists():
+        report.run_settings = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
     written: list[str] = []
     if plots:
         from speech_hands.evals.plots import write_plots
