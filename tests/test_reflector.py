@@ -226,3 +226,16 @@ def test_recipe_trains_on_any_manifest_with_speakers(shared_data, tmp_path):
         real_items(str(only_qa), shared_data)
     with pytest.raises(ConfigurationError, match="unknown dataset"):
         real_items("no-such-dataset", shared_data)
+
+
+def test_records_cache_skips_a_half_written_last_line(tmp_path):
+    """A recipe killed mid-write leaves a truncated line: the cache still loads, that item is redone."""
+    from speech_hands.training.records import load_records
+
+    records = _records()[:2]
+    cache = tmp_path / "records.jsonl"
+    lines = [r.model_dump_json() for r in records]
+    cache.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[1][: len(lines[1]) // 2], encoding="utf-8")
+    loaded = load_records(cache)
+    assert [r.item.id for r in loaded] == [r.item.id for r in records]
+    assert load_records(cache, pool_key="another config") == []

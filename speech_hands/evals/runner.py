@@ -19,6 +19,7 @@ from rich.console import Console
 
 from speech_hands.errors import SpeechHandsError
 from speech_hands.evals.manifest import Manifest, ManifestItem
+from speech_hands.jsonl import read_appended
 from speech_hands.progress import progress_bar
 from speech_hands.tools.base import ReflectionInput
 from speech_hands.types import Action, AgentResult, CandidateViews, ToolOutput
@@ -72,18 +73,7 @@ def format_question(item: ManifestItem) -> str | None:
 
 def load_results(path: str | Path) -> list[ItemResult]:
     """Results written so far (a truncated last line from a crash is ignored)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    results = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    results.append(ItemResult.model_validate_json(line))
-                except ValueError:
-                    continue  # a half-written line from an interrupted run: that item is redone
-    return results
+    return read_appended(path, ItemResult)
 
 
 def _base(item: ManifestItem, manifest: Manifest) -> dict:

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from speech_hands.jsonl import read_appended
 from speech_hands.reflection.features import AUDIO_FEATURES, audio_statistics
 from speech_hands.reflection.scoring import CandidateScore
 from speech_hands.training.corpus import TrainingItem
@@ -123,16 +124,8 @@ def refresh_audio_stats(record: PoolRecord) -> dict[str, float]:
 
 
 def load_records(path: Path, pool_key: str | None = None) -> list[PoolRecord]:
-    if not path.exists():
-        return []
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                rec = PoolRecord.model_validate_json(line)
-                if pool_key is None or rec.pool_key == pool_key:
-                    out.append(rec)
-    return out
+    """Cached records (of this pool configuration); a half-written last line is skipped and redone."""
+    return [r for r in read_appended(path, PoolRecord) if pool_key is None or r.pool_key == pool_key]
 
 
 def build_records(
