@@ -28,6 +28,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write the PNG and free the figure (pyplot keeps every open figure alive)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion(report: EvalReport, path: Path) -> Path:
     plt = _pyplot()
     confusion = report.routing.confusion
@@ -46,10 +54,7 @@ def plot_confusion(report: EvalReport, path: Path) -> Path:
     ax.set_ylabel("gold action")
     ax.set_title(f"Routing confusion ({report.routing.labelled} items)")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_systems(report: EvalReport, path: Path) -> Path:
@@ -74,10 +79,7 @@ def plot_systems(report: EvalReport, path: Path) -> Path:
     ax.set_xlabel("WER % (lower is better)" if asr else "accuracy % (higher is better)")
     ax.set_title(f"{report.name}: {'WER' if asr else 'accuracy'} per system")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_actions(report: EvalReport, path: Path) -> Path:
@@ -93,10 +95,7 @@ def plot_actions(report: EvalReport, path: Path) -> Path:
     ax.set_ylabel("items")
     ax.set_title("Action distribution")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def write_plots(report: EvalReport, out_dir: Path) -> list[str]:
