@@ -38,11 +38,11 @@ from rich.table import Table
 from _common import load_dev
 
 from speech_hands import AgentConfig, SpeechHands
-from speech_hands.evals.wer import corpus_wer
+from speech_hands.metrics.wer import corpus_wer
 from speech_hands.reflection.confidence import ConfidencePolicy
 from speech_hands.reflection.rewrite import AlignmentVotingRewriter
-from speech_hands.tools.composed import ComposedOmni
-from speech_hands.tools.faster_whisper import FasterWhisperASR
+from speech_hands.backends.composed import ComposedOmni
+from speech_hands.backends.faster_whisper import FasterWhisperASR
 
 HERE = Path(__file__).parent
 def main() -> None:

@@ -36,15 +36,11 @@ from rich.progress import track
 from _common import load_dev
 
 from speech_hands import SpeechHands
-from speech_hands.evals.wer import corpus_wer
-from speech_hands.reflection.features import (
-    audio_statistics,
-    pool_risk,
-    reflector_features,
-)
-from speech_hands.reflection.mbr import pairwise_word_errors
-from speech_hands.tools.base import ReflectionInput
-from speech_hands.tools.faster_whisper import FasterWhisperASR
+from speech_hands.metrics.wer import corpus_wer
+from speech_hands.reflection.learned.features import audio_statistics, pool_risk, reflector_features
+from speech_hands.reflection.learned.mbr import pairwise_word_errors
+from speech_hands.reflection.base import ReflectionInput
+from speech_hands.backends.faster_whisper import FasterWhisperASR
 
 HERE = Path(__file__).parent
 def main() -> None:

@@ -25,15 +25,40 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from speech_hands.errors import AudioError
-from speech_hands.tools.base import SAMPLE_RATE, AudioInput
 from speech_hands.types import AudioRef
 
 log = logging.getLogger(__name__)
+
+#: The sample rate every backend receives.
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """Decoded audio handed to backends: mono float32 at 16 kHz, plus its reference.
+
+    ``samples`` is ``None`` for a virtual reference (replay over recorded outputs, no audio)."""
+
+    ref: AudioRef
+    samples: np.ndarray | None
+
+    @property
+    def id(self) -> str:
+        return self.ref.id
+
+    def require_samples(self) -> np.ndarray:
+        if self.samples is None:
+            raise AudioError(
+                f"input {self.ref.id!r} has no audio (virtual reference); this tool needs real audio. "
+                "Pass an audio file, or use replay backends only."
+            )
+        return self.samples
 
 #: Longest input accepted by default (seconds). Override per call or with ``SpeechHands(max_audio_s=...)``.
 MAX_DURATION_S = 3600.0

@@ -158,7 +158,7 @@ def trace(
     trace_db: Optional[str] = TraceDbOption,
 ) -> None:
     """Show the decision history of one run, read back from the checkpointer (no model is run)."""
-    from speech_hands.agent.config import AgentConfig
+    from speech_hands.config import AgentConfig
     from speech_hands.agent.speech_hands import open_checkpointer
     from speech_hands.graphs.routing import RoutingGraph
     from speech_hands.tracing.render import render_trace
@@ -178,7 +178,7 @@ def trace(
 @app.command()
 def threads(limit: int = typer.Option(20, help="how many"), trace_db: Optional[str] = TraceDbOption) -> None:
     """List the most recent thread ids in the trace database."""
-    from speech_hands.agent.config import AgentConfig
+    from speech_hands.config import AgentConfig
     from speech_hands.agent.speech_hands import open_checkpointer
 
     db = AgentConfig(trace_db=trace_db).resolved_trace_db()

@@ -12,7 +12,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 def _find_shared_data() -> Path:
     from speech_hands.errors import ConfigurationError
-    from speech_hands.evals.datasets import shared_data_dir
+    from speech_hands.datasets.builtin import shared_data_dir
 
     try:
         return shared_data_dir()

@@ -10,7 +10,8 @@ import threading
 import time
 from typing import Sequence
 
-from speech_hands.tools.base import AudioInput, ReflectionInput
+from speech_hands.audio import AudioInput
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Action, Hypothesis, Reflection
 
 

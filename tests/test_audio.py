@@ -11,7 +11,7 @@ from conftest import dev_flac, write_wav
 from doubles import CountingRewriter, FixedASR, ScriptedPolicy
 from speech_hands import Action, AgentConfig, AudioError, SpeechHands
 from speech_hands.audio import AudioStore, audio_from_array, load_audio
-from speech_hands.tools.composed import ComposedOmni
+from speech_hands.backends.composed import ComposedOmni
 
 UTT = "533-1066-0000"
 

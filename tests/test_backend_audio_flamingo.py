@@ -12,8 +12,8 @@ transformers = require("transformers")
 from conftest import dev_flac  # noqa: E402
 from speech_hands import AgentConfig, SpeechHands  # noqa: E402
 from speech_hands.audio import load_audio  # noqa: E402
-from speech_hands.tools.audio_flamingo import AudioFlamingo3  # noqa: E402
-from speech_hands.tools.qwen_omni import QwenOmni  # noqa: E402
+from speech_hands.backends.audio_flamingo import AudioFlamingo3  # noqa: E402
+from speech_hands.backends.qwen_omni import QwenOmni  # noqa: E402
 
 QUESTION = "What is heard in the recording?\nA. A man reading aloud\nB. A dog barking\nC. Rain on a roof"
 

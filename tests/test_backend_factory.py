@@ -8,8 +8,9 @@ import pytest
 
 from conftest import REPO, dev_flac
 from speech_hands import SpeechHands
-from speech_hands.agent import factory
-from speech_hands.agent.factory import BackendKind, read_config
+from speech_hands import assembly as factory
+from speech_hands.assembly import BackendKind
+from speech_hands.assembly import read_config
 from speech_hands.errors import ConfigurationError
 
 EMBEDDED = {"kind": "embedded", "predictor": {"kind": "faster-whisper", "model": "bundled:tiny.en", "cpu_threads": 2}}
@@ -54,7 +55,7 @@ def test_errors_name_the_fix(tmp_path, monkeypatch):
     with pytest.raises(ConfigurationError, match="cannot serve as omni"):
         SpeechHands.from_config({"omni": {"kind": "nemo"}})
     monkeypatch.setitem(
-        factory.REGISTRY, "needs-missing", BackendKind("speech_hands.tools.nemo_asr", "NemoASR", ("asr",), (("no_such_pkg_xyz", "nemo"),))
+        factory.REGISTRY, "needs-missing", BackendKind("speech_hands.backends.nemo", "NemoASR", ("asr",), (("no_such_pkg_xyz", "nemo"),))
     )
     with pytest.raises(ConfigurationError, match=r"pip install 'speech-hands\[nemo\]'"):
         SpeechHands.from_config({"omni": EMBEDDED, "external": [{"kind": "needs-missing"}]})
@@ -79,7 +80,7 @@ def test_embedded_agent_from_config_runs_on_real_speech(tmp_path):
 def test_embedded_agent_with_the_learned_reflector_from_config(tmp_path):
     """``reflector = "shipped"`` (or an artifact path) gives the config path SpeechHands.default()'s policy."""
     from speech_hands.cli import DEMO_SAMPLE
-    from speech_hands.reflection.learned import DEFAULT_ARTIFACT, SHIPPED_DIR
+    from speech_hands.reflection.learned.policy import DEFAULT_ARTIFACT, SHIPPED_DIR
 
     (tmp_path / "mine.json").write_text((SHIPPED_DIR / DEFAULT_ARTIFACT).read_text())  # a "trained" artifact
     whisper = '[omni.predictor]\nkind = "faster-whisper"\nmodel = "bundled:base"\ncpu_threads = 2\n' \

@@ -18,7 +18,7 @@ import soundfile as sf
 from conftest import dev_flac
 from speech_hands.audio import load_audio
 from speech_hands.errors import ToolFailure
-from speech_hands.tools.openai_server import HTTPClient, OpenAIServerASR
+from speech_hands.backends.openai_server import HTTPClient, OpenAIServerASR
 
 
 @contextmanager
@@ -117,7 +117,7 @@ def test_transcription_endpoint_served_by_a_real_whisper(tmp_path):
     """An OpenAI-style /v1/audio/transcriptions server wrapping the tiny openai-whisper model."""
     from test_backend_openai_whisper import build_tiny_whisper
 
-    from speech_hands.tools.openai_whisper import OpenAIWhisperASR
+    from speech_hands.backends.openai_whisper import OpenAIWhisperASR
 
     local = OpenAIWhisperASR(str(build_tiny_whisper(tmp_path / "w.pt")), device="cpu", max_tokens=6)
     seen = {}

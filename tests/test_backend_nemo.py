@@ -81,7 +81,7 @@ def audio():
 
 
 def test_restore_from_nemo_file_and_beam_nbest(nemo_file, audio):
-    from speech_hands.tools.nemo_asr import NemoASR
+    from speech_hands.backends.nemo import NemoASR
 
     asr = NemoASR(str(nemo_file), device="cpu", beam_size=4)
     hyps = asr.transcribe(audio, n_best=4)
@@ -96,7 +96,7 @@ def test_restore_from_nemo_file_and_beam_nbest(nemo_file, audio):
 
 
 def test_batched_beam_and_greedy_strategies(nemo_file, audio):
-    from speech_hands.tools.nemo_asr import NemoASR
+    from speech_hands.backends.nemo import NemoASR
 
     fast = NemoASR(str(nemo_file), device="cpu", strategy="malsd_batch", beam_size=4, name="fast")
     assert fast.n_best_supported and 1 < len(fast.transcribe(audio, n_best=4)) <= 4
@@ -106,7 +106,7 @@ def test_batched_beam_and_greedy_strategies(nemo_file, audio):
 
 def test_missing_nemo_file(tmp_path):
     from speech_hands.errors import ConfigurationError
-    from speech_hands.tools.nemo_asr import NemoASR
+    from speech_hands.backends.nemo import NemoASR
 
     with pytest.raises(ConfigurationError, match="not found"):
         NemoASR(str(tmp_path / "absent.nemo"), device="cpu").load()

@@ -22,9 +22,9 @@ from doubles import FixedASR  # noqa: E402
 from speech_hands import Action, AgentConfig, SpeechHands  # noqa: E402
 from speech_hands.audio import audio_from_array, load_audio  # noqa: E402
 from speech_hands.errors import ModelOutputError  # noqa: E402
-from speech_hands.tools import action_tokens as at  # noqa: E402
-from speech_hands.tools.openai_server import OpenAIServerOmni  # noqa: E402
-from speech_hands.tools.qwen_omni import QwenOmni  # noqa: E402
+from speech_hands.reflection import action_tokens as at  # noqa: E402
+from speech_hands.backends.openai_server import OpenAIServerOmni  # noqa: E402
+from speech_hands.backends.qwen_omni import QwenOmni  # noqa: E402
 from test_backend_qwen_omni import EXTERNAL, UTT, reflection_input  # noqa: E402
 
 

@@ -15,7 +15,7 @@ from whisper.model import ModelDimensions, Whisper
 from conftest import dev_flac
 from speech_hands.audio import audio_from_array, load_audio
 from speech_hands.errors import ConfigurationError
-from speech_hands.tools.openai_whisper import OpenAIWhisperASR
+from speech_hands.backends.openai_whisper import OpenAIWhisperASR
 
 UTT = "1688-142285-0007"
 

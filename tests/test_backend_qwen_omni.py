@@ -21,12 +21,12 @@ from doubles import FixedASR  # noqa: E402
 from speech_hands import Action, AgentConfig, SpeechHands  # noqa: E402
 from speech_hands.audio import audio_from_array, load_audio  # noqa: E402
 from speech_hands.errors import ConfigurationError  # noqa: E402
-from speech_hands.tools import action_tokens as at  # noqa: E402
-from speech_hands.tools.action_lm import ChatLLMReflector  # noqa: E402
-from speech_hands.tools.base import ReflectionInput  # noqa: E402
-from speech_hands.tools.composed import ComposedOmni  # noqa: E402
-from speech_hands.tools.devices import forget_models  # noqa: E402
-from speech_hands.tools.qwen_omni import QwenOmni, audio_only_processor_class  # noqa: E402
+from speech_hands.reflection import action_tokens as at  # noqa: E402
+from speech_hands.reflection.chat_llm import ChatLLMReflector  # noqa: E402
+from speech_hands.reflection.base import ReflectionInput  # noqa: E402
+from speech_hands.backends.composed import ComposedOmni  # noqa: E402
+from speech_hands.backends.loading import forget_models  # noqa: E402
+from speech_hands.backends.qwen_omni import QwenOmni, audio_only_processor_class  # noqa: E402
 from speech_hands.types import ACTION_TOKENS, Hypothesis, ToolOutput  # noqa: E402
 
 UTT = "1688-142285-0007"

@@ -57,7 +57,7 @@ def test_graph_prints_the_state_machine():
 def test_transcribe_with_another_policy_or_a_trained_artifact(tmp_path):
     """--policy picks the baseline; --reflector loads an artifact from train-reflector (here the shipped
     one with a hotter temperature: the same decision, visibly flatter probabilities)."""
-    from speech_hands.reflection.learned import DEFAULT_ARTIFACT, SHIPPED_DIR
+    from speech_hands.reflection.learned.policy import DEFAULT_ARTIFACT, SHIPPED_DIR
 
     db = str(tmp_path / "traces.sqlite")
 

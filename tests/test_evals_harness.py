@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from speech_hands import SpeechHands
 from speech_hands.errors import ConfigurationError
-from speech_hands.evals.datasets import esc10, fsdd, librispeech_dev, replay_from_systems, resolve_manifest
-from speech_hands.evals.labels import LabelRule
-from speech_hands.evals.manifest import Manifest, ManifestItem
+from speech_hands.datasets.builtin import esc10, fsdd, librispeech_dev, replay_from_systems, resolve_manifest
+from speech_hands.metrics.labels import LabelRule
+from speech_hands.datasets.manifest import Manifest, ManifestItem
 from speech_hands.evals.report import build_report, write_report
 from speech_hands.evals.runner import load_results, run_manifest
-from speech_hands.evals.supervision import write_supervision
+from speech_hands.training.supervision import write_supervision
 from speech_hands.text import normalize_english
 
 INTERNAL, EXTERNAL = "b1.rnnt_baseline", "s4.s3+nnlm.biasing_100"
@@ -126,7 +126,7 @@ def test_run_is_resumable_and_skips_scored_items(dev_subset, tmp_path):
 def test_bad_audio_is_recorded_not_raised(tmp_path, shared_data):
     (tmp_path / "broken.flac").write_bytes(b"not audio at all" * 100)
     manifest = Manifest([ManifestItem(id="broken", audio="broken.flac", reference="hello")], tmp_path)
-    from speech_hands.tools.replay import ReplayRecord, ReplayStore
+    from speech_hands.backends.replay import ReplayRecord, ReplayStore
 
     store = ReplayStore([ReplayRecord(id="broken", internal=["hello"], external={"x": ["hullo"]})])
     with SpeechHands.from_replay(store, trace_db=":memory:") as agent:
@@ -293,7 +293,7 @@ def test_paper_nbest_file_becomes_a_replayable_manifest(tmp_path, shared_data):
     manifest = Manifest.load(out / "manifest.jsonl", root=audio_root)
     assert [i.id for i in manifest] == uids and manifest.items[0].dataset == "librispeech_test_other_parakeet"
     assert manifest.audio_path(manifest.items[0]).exists()
-    from speech_hands.tools.replay import ReplayStore
+    from speech_hands.backends.replay import ReplayStore
 
     store = ReplayStore.from_jsonl(out / "replay.jsonl")
     assert store.external_tools == ["parakeet"] and store.get(uids[1]).internal[0].text == "there is iron"
@@ -304,7 +304,7 @@ def test_paper_nbest_file_becomes_a_replayable_manifest(tmp_path, shared_data):
 
 def test_audioqa_report_over_the_papers_recorded_cases(shared_data, tmp_path):
     """The paper's 7 recorded DCASE cases, replayed: accuracy per system and category, gold actions."""
-    from speech_hands.tools.replay import ReplayStore, records_from_demo_cases
+    from speech_hands.backends.replay import ReplayStore, records_from_demo_cases
 
     cases = json.loads((shared_data / "speech_hands_demo_cases.json").read_text())["audio_qa"]
     items = [

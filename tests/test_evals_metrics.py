@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from speech_hands.evals.labels import LabelRule, asr_gold_action, qa_gold_action
-from speech_hands.evals.qa import accuracy_by_category, is_correct, resolve_choice
-from speech_hands.evals.wer import corpus_wer, word_errors
+from speech_hands.metrics.labels import LabelRule, asr_gold_action, qa_gold_action
+from speech_hands.metrics.qa import accuracy_by_category, is_correct, resolve_choice
+from speech_hands.metrics.wer import corpus_wer, word_errors
 from speech_hands.types import Action
 
 # ------------------------------------------------------------------------------------------ WER
@@ -196,7 +196,7 @@ def test_labels_reproduce_the_papers_recorded_asr_cases(shared_data):
 
 
 def test_bootstrap_of_a_system_better_on_every_item():
-    from speech_hands.evals.significance import paired_bootstrap
+    from speech_hands.metrics.significance import paired_bootstrap
 
     better = paired_bootstrap([1, 0, 2, 1, 0, 1] * 5, [2, 1, 3, 2, 1, 2] * 5, resamples=500, seed=1)
     assert better.estimate == pytest.approx(1 - 5 / 11)
@@ -207,7 +207,7 @@ def test_bootstrap_of_a_system_better_on_every_item():
 
 
 def test_bootstrap_of_equal_systems_and_of_a_single_item():
-    from speech_hands.evals.significance import paired_bootstrap
+    from speech_hands.metrics.significance import paired_bootstrap
 
     same = paired_bootstrap([3, 1, 0, 2], [3, 1, 0, 2], resamples=200)
     assert same.estimate == 0.0 and same.low == same.high == 0.0
@@ -217,7 +217,7 @@ def test_bootstrap_of_equal_systems_and_of_a_single_item():
 
 
 def test_bootstrap_over_speakers_resamples_whole_speakers():
-    from speech_hands.evals.significance import paired_bootstrap, reduction_intervals
+    from speech_hands.metrics.significance import paired_bootstrap, reduction_intervals
 
     # speaker s1 gains a lot, s2 loses a little: resampling speakers is far less sure than items
     agent = [0] * 20 + [2] * 20
@@ -234,7 +234,7 @@ def test_bootstrap_over_speakers_resamples_whole_speakers():
 
 
 def test_bootstrap_rejects_unusable_input():
-    from speech_hands.evals.significance import paired_bootstrap
+    from speech_hands.metrics.significance import paired_bootstrap
 
     with pytest.raises(ValueError, match="one entry per item"):
         paired_bootstrap([1, 2], [1])

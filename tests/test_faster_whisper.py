@@ -12,8 +12,8 @@ from conftest import dev_flac
 from speech_hands.audio import audio_from_array, load_audio
 from speech_hands.errors import ConfigurationError
 from speech_hands.text import normalize_english
-from speech_hands.tools.faster_whisper import FasterWhisperASR, split_windows
-from speech_hands.tools.weights import BASE_MODEL_BYTES, bundled_model_dir, resolve_model
+from speech_hands.backends.faster_whisper import FasterWhisperASR, split_windows
+from speech_hands.backends.weights import BASE_MODEL_BYTES, bundled_model_dir, resolve_model
 
 UTT = "1688-142285-0007"
 

@@ -9,15 +9,8 @@ import pytest
 
 from conftest import dev_flac
 from speech_hands.audio import load_audio
-from speech_hands.reflection.features import (
-    AUDIO_FEATURES,
-    audio_statistics,
-    candidate_features,
-    pool_from_outputs,
-    reflector_features,
-    word_distance,
-)
-from speech_hands.reflection.scoring import WhisperScorer
+from speech_hands.reflection.learned.features import AUDIO_FEATURES, audio_statistics, candidate_features, pool_from_outputs, reflector_features, word_distance
+from speech_hands.reflection.learned.scoring import WhisperScorer
 from speech_hands.text import normalize_english
 from speech_hands.types import Hypothesis, ToolOutput
 
@@ -37,7 +30,7 @@ def audio():
 
 @pytest.fixture(scope="module")
 def scorers():
-    from speech_hands.tools.faster_whisper import FasterWhisperASR
+    from speech_hands.backends.faster_whisper import FasterWhisperASR
 
     base = FasterWhisperASR(model="bundled:base", name="whisper-base", cpu_threads=2)
     tiny = FasterWhisperASR(model="bundled:tiny.en", name="whisper-tiny.en", cpu_threads=2)
@@ -71,7 +64,7 @@ def test_scorer_prefers_the_true_text_and_counts_end_of_text(audio, scorers):
 
 def test_scoring_reuses_the_encoder_states_perception_computed(audio, scorers):
     """Perception, the scorer and another backend object on the same model share one encoding."""
-    from speech_hands.tools.faster_whisper import FasterWhisperASR
+    from speech_hands.backends.faster_whisper import FasterWhisperASR
 
     base, _ = scorers
     asr = base.asr
@@ -93,7 +86,7 @@ def test_scoring_reuses_the_encoder_states_perception_computed(audio, scorers):
 
 
 def test_target_logprobs_equal_a_full_log_softmax():
-    from speech_hands.reflection.scoring import _target_logprobs
+    from speech_hands.reflection.learned.scoring import _target_logprobs
 
     logits = np.random.default_rng(1).normal(0, 8, (6, 51865)).astype(np.float32)
     targets = [5, 17, 51000, 0, 3, 42]

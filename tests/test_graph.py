@@ -20,7 +20,7 @@ from doubles import (
     ScriptedPolicy,
 )
 from speech_hands import Action, AgentConfig, SpeechHands
-from speech_hands.tools.composed import ComposedOmni
+from speech_hands.backends.composed import ComposedOmni
 
 INTERNAL_TEXT = ["the cat sat on the mat", "the cat sat on a mat"]
 EXTERNAL_TEXT = ["the cat sat on the hat", "a cat sat on the hat"]

@@ -10,20 +10,11 @@ import numpy as np
 import pytest
 
 from speech_hands.audio import virtual_audio
-from speech_hands.reflection.learned import (
-    LearnedPolicy,
-    ReflectorArtifact,
-    merge_same_answers,
-)
-from speech_hands.reflection.mbr import (
-    Selection,
-    expected_risk,
-    pairwise_word_errors,
-    posterior,
-)
-from speech_hands.reflection.rescoring import RescoringRewriter
-from speech_hands.reflection.scoring import CandidateScore
-from speech_hands.tools.base import ReflectionInput
+from speech_hands.reflection.learned.policy import LearnedPolicy, ReflectorArtifact, merge_same_answers
+from speech_hands.reflection.learned.mbr import Selection, expected_risk, pairwise_word_errors, posterior
+from speech_hands.reflection.learned.rescoring import RescoringRewriter
+from speech_hands.reflection.learned.scoring import CandidateScore
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Action, Hypothesis, ToolOutput
 
 OUTLIER = "we will go there now"

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from speech_hands.audio import virtual_audio
-from speech_hands.reflection.learned import LearnedPolicy, ReflectorArtifact, softmax
-from speech_hands.reflection.rescoring import RescoringRewriter
-from speech_hands.tools.base import ReflectionInput
+from speech_hands.reflection.learned.policy import LearnedPolicy, ReflectorArtifact, softmax
+from speech_hands.reflection.learned.rescoring import RescoringRewriter
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.training.corpus import TrainingItem
-from speech_hands.training.fit import final_fit
+from speech_hands.training.pipeline import final_fit
 from speech_hands.training.recipe import Recipe
 from speech_hands.training.records import PoolRecord
-from speech_hands.training.train import ACTIONS, fit_temperature
+from speech_hands.training.fitting import ACTIONS, fit_temperature
 from speech_hands.types import Action, Hypothesis, ToolOutput
 
 
@@ -96,7 +96,7 @@ def _records() -> list[PoolRecord]:
 
 
 def test_recipe_code_path_is_seeded_and_yields_a_working_policy(tmp_path):
-    from speech_hands.training.evaluate import cross_validate
+    from speech_hands.training.cross_validation import cross_validate
 
     recipe = Recipe(c_grid=(0.1, 1.0))
     records = _records()
@@ -166,7 +166,7 @@ class _StoredScorer:
 
 
 def test_mbr_recipe_code_path_fits_alpha_inside_folds_and_is_seeded():
-    from speech_hands.training.evaluate import cross_validate
+    from speech_hands.training.cross_validation import cross_validate
 
     recipe = Recipe(c_grid=(1.0,), mbr_alphas=(0.3, 1.0), weight_grid_tiny=(0.0, 0.5), weight_grid_words=(0.0, 1.0))
     records = _records()

@@ -8,7 +8,7 @@ import pytest
 
 from doubles import CountingRewriter, ScriptedPolicy
 from speech_hands import Action, ConfigurationError, SpeechHands
-from speech_hands.tools.replay import ReplayRecord, ReplayStore, records_from_demo_cases
+from speech_hands.backends.replay import ReplayRecord, ReplayStore, records_from_demo_cases
 
 
 @pytest.fixture(scope="module")

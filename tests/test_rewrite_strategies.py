@@ -8,10 +8,10 @@ import pytest
 
 from conftest import dev_flac
 from speech_hands.audio import load_audio, virtual_audio
-from speech_hands.reflection.rescoring import PromptedCandidates, PromptedRedecodeRewriter, RescoringRewriter
+from speech_hands.reflection.learned.rescoring import PromptedCandidates, PromptedRedecodeRewriter, RescoringRewriter
 from speech_hands.reflection.rewrite import AlignmentVotingRewriter
-from speech_hands.reflection.scoring import CandidateScore
-from speech_hands.tools.base import ReflectionInput
+from speech_hands.reflection.learned.scoring import CandidateScore
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Hypothesis, ToolOutput
 
 
@@ -99,7 +99,7 @@ def test_rescoring_without_scores_falls_back_to_alignment_vote():
 def test_a_scoring_model_that_raises_costs_the_learned_decision_not_the_utterance(caplog):
     """The scoring pass raising (a CTranslate2 error, out of memory...) is traced and both the learned
     policy and the rewrite fall back to their unscored forms: the confidence baseline and the vote."""
-    from speech_hands.reflection.learned import LearnedPolicy, ReflectorArtifact
+    from speech_hands.reflection.learned.policy import LearnedPolicy, ReflectorArtifact
 
     internal = output("whisper-base", "internal", ["a b c"])
     external = output("whisper-tiny.en", "external", ["a b c", "a x c"])
@@ -134,7 +134,7 @@ def test_alignment_vote_on_a_known_alignment():
 
 @pytest.mark.slow
 def test_prompted_redecode_on_real_speech():
-    from speech_hands.tools.faster_whisper import FasterWhisperASR
+    from speech_hands.backends.faster_whisper import FasterWhisperASR
 
     audio = load_audio(dev_flac("1688-142285-0002"))
     base = FasterWhisperASR(model="bundled:base", name="whisper-base", cpu_threads=2)

@@ -116,7 +116,7 @@ def build_qwen_omni(
         WhisperFeatureExtractor,
     )
 
-    from speech_hands.tools.qwen_omni import audio_only_processor_class
+    from speech_hands.backends.qwen_omni import audio_only_processor_class
 
     tokenizer = build_tokenizer(shared_data, action_tokens=action_tokens)
     ids = tokenizer.convert_tokens_to_ids

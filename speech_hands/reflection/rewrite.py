@@ -22,7 +22,7 @@ from typing import Mapping
 from speech_hands.errors import ToolFailure
 from speech_hands.reflection.alignment import combine
 from speech_hands.text import NormalizerName, get_normalizer
-from speech_hands.tools.base import ReflectionInput
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Hypothesis, ToolOutput
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field
 
-from speech_hands.agent.results import result_from_state
+from speech_hands.graphs.state import result_from_state
 from speech_hands.errors import SpeechHandsError
 from speech_hands.types import AgentResult
 

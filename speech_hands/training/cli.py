@@ -17,11 +17,14 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from speech_hands.errors import ConfigurationError
+from speech_hands.evals import cli as eval_cli
 from speech_hands.progress import progress_bar
+from speech_hands.reflection.learned.policy import DEFAULT_ARTIFACT, SHIPPED_DIR
 
 console = Console(stderr=True)
 
-PACKAGE_ARTIFACT = Path(__file__).resolve().parents[1] / "data" / "reflector" / "reflector-v1.json"
+PACKAGE_ARTIFACT = SHIPPED_DIR / DEFAULT_ARTIFACT
 
 
 def _progress() -> Progress:
@@ -49,7 +52,7 @@ def train_reflector(
     nested: bool = typer.Option(False, help="also cross-validate the config choice itself (inner CV per held-out speaker, ~1.5 min)"),
 ) -> None:
     """Train the learned reflector (and rescoring weights) and write the versioned artifact."""
-    from speech_hands.training.fit import run_recipe
+    from speech_hands.training.pipeline import run_recipe
     from speech_hands.training.recipe import Recipe, default_shared_data
 
     overrides: dict = {"seed": seed}
@@ -129,5 +132,49 @@ def _print_summary(result: dict, data: str) -> None:
             Console().print(f"nested, per corpus: {n['per_corpus']}")
 
 
+def labels(
+    source: str = typer.Argument(..., help="an `eval run` output folder, or a dataset / manifest to run now"),
+    out: Path = typer.Option(..., "--out", help="folder for labels.jsonl, internal/external/rewrite.jsonl, sft.jsonl"),
+    root: Optional[Path] = eval_cli.RootOpt,
+    replay: Optional[Path] = eval_cli.ReplayOpt,
+    internal_system: Optional[str] = eval_cli.InternalSystemOpt,
+    external_system: Optional[list[str]] = eval_cli.ExternalSystemOpt,
+    internal_model: str = eval_cli.InternalModelOpt,
+    external_model: Optional[list[str]] = eval_cli.ExternalModelOpt,
+    policy: str = eval_cli.PolicyOpt,
+    reflector: Optional[Path] = eval_cli.ReflectorOpt,
+    n_best: int = typer.Option(5, help="hypotheses per ASR tool"),
+    limit: Optional[int] = typer.Option(None, help="only the first N items"),
+    normalizer: str = eval_cli.NormalizerOpt,
+    cer: bool = eval_cli.CerOpt,
+    label_rule: str = eval_cli.RuleOpt,
+    threshold: float = eval_cli.ThresholdOpt,
+    target: str = typer.Option("gold", help="SFT target text: gold (every action) or source (routed text)"),
+) -> None:
+    """Build gold actions and supervision files (the paper's three label files + SFT records)."""
+    from speech_hands.evals.runner import load_results
+    from speech_hands.training.supervision import write_supervision
+
+    if target not in ("gold", "source"):
+        raise ConfigurationError("--target must be gold or source")
+    rule = eval_cli.label_rule_from(label_rule, threshold, normalizer, cer)
+    folder = Path(source)
+    audio_paths: dict[str, str] = {}
+    if folder.is_dir() and (folder / "results.jsonl").exists():
+        results = load_results(folder / "results.jsonl")
+    else:
+        manifest, results = eval_cli.run_dataset(
+            source, root=root, out=out / "run", replay=replay, internal_system=internal_system,
+            external_system=external_system, internal_model=internal_model, external_model=external_model,
+            n_best=n_best, k_samples=1, max_rewrites=1, limit=limit, label_rewrite=True, fresh=False,
+            policy=policy, reflector=reflector,
+        )
+        audio_paths = {i.id: str(manifest.audio_path(i)) for i in manifest if i.audio is not None}
+    counts = write_supervision(results, out, rule, target=target, audio_paths=audio_paths)  # type: ignore[arg-type]
+    eval_cli.console.print(f"gold actions ({rule.describe()}): {counts}")
+    eval_cli.console.print(f"written: {out}/labels.jsonl, internal.jsonl, external.jsonl, rewrite.jsonl, sft.jsonl")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train-reflector")(train_reflector)
+    app.command("labels")(labels)

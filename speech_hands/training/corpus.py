@@ -6,7 +6,7 @@ cross-validation can hold a whole speaker out, augmentations and all:
 - ``librispeech``: the real dev utterances (``transcripts.tsv``: utt_id, speaker, audio, text).
 - ``manifest``: real utterances of any evaluation manifest with audio, references and speakers: a
   built-in dataset (``fsdd``, ``librispeech-dev``) or your own ``.jsonl``
-  (:mod:`speech_hands.evals.manifest`). Items without a speaker are their own group.
+  (:mod:`speech_hands.datasets.manifest`). Items without a speaker are their own group.
 - ``augmented``: a real utterance with ESC-10 environmental noise mixed in at a given SNR and/or a
   speed change (resampling, so pitch moves too). It keeps the source utterance's speaker as group:
   an augmented copy of a held-out speaker never reaches training.
@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from speech_hands.errors import ConfigurationError
-from speech_hands.tools.base import SAMPLE_RATE
+from speech_hands.audio import SAMPLE_RATE
 
 Origin = Literal["librispeech", "manifest", "augmented", "espeak"]
 
@@ -96,7 +96,7 @@ def manifest_items(spec: str, shared: Path) -> list[TrainingItem]:
 
     Items without audio or reference are skipped: the recipe needs both to decode and to label.
     """
-    from speech_hands.evals.datasets import resolve_manifest
+    from speech_hands.datasets.builtin import resolve_manifest
 
     manifest = resolve_manifest(spec, data_dir=shared)
     items = [

@@ -26,7 +26,7 @@ from speech_hands.training.records import PoolConfig
 
 def default_shared_data() -> Path:
     """The shared data folder (``$SPEECH_HANDS_SHARED_DATA`` or a ``shared/data`` beside the checkout)."""
-    from speech_hands.evals.datasets import shared_data_dir
+    from speech_hands.datasets.builtin import shared_data_dir
 
     return shared_data_dir()
 

@@ -5,7 +5,7 @@ model's and each external tool's, as the agent's perception would produce them),
 candidates of the rewrite's generators (prompted re-decoding), the score of every candidate text
 under every scorer model, and the audio statistics. Features, rescoring weights and labels are all
 computed later from records, through the same functions the agent calls at inference
-(:func:`speech_hands.reflection.features.pool_from_outputs` and friends), so training needs no model
+(:func:`speech_hands.reflection.learned.features.pool_from_outputs` and friends), so training needs no model
 once the records exist.
 
 Records are appended to a JSONL cache keyed by item id (and the pool's configuration), so an
@@ -22,8 +22,8 @@ from typing import Callable, Iterable, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.jsonl import read_appended
-from speech_hands.reflection.features import AUDIO_FEATURES, audio_statistics
-from speech_hands.reflection.scoring import CandidateScore
+from speech_hands.reflection.learned.features import AUDIO_FEATURES, audio_statistics
+from speech_hands.reflection.learned.scoring import CandidateScore
 from speech_hands.training.corpus import TrainingItem
 from speech_hands.types import ToolOutput
 
@@ -56,7 +56,7 @@ class PoolRecord(BaseModel):
     audio_stats: dict[str, float]
 
     def score_fn(self):
-        """A :data:`~speech_hands.reflection.features.ScoreFn` over the stored scores."""
+        """A :data:`~speech_hands.reflection.learned.features.ScoreFn` over the stored scores."""
 
         def fn(name: str, texts: Sequence[str]) -> list[CandidateScore] | None:
             table = self.scores.get(name)
@@ -75,9 +75,9 @@ class PoolRunner:
     """Decodes and scores items with real models (loaded lazily, shared with the agent's cache)."""
 
     def __init__(self, config: PoolConfig | None = None) -> None:
-        from speech_hands.reflection.rescoring import PromptedCandidates
-        from speech_hands.reflection.scoring import WhisperScorer
-        from speech_hands.tools.faster_whisper import FasterWhisperASR
+        from speech_hands.reflection.learned.rescoring import PromptedCandidates
+        from speech_hands.reflection.learned.scoring import WhisperScorer
+        from speech_hands.backends.faster_whisper import FasterWhisperASR
 
         self.config = config or PoolConfig()
         c = self.config

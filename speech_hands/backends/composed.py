@@ -3,19 +3,14 @@
 The paper's omni model does all three in one network. Offline on a CPU we have no such model, so the
 embedded default composes the role: Whisper base predicts, a policy emits the first-token action, and
 a rewrite strategy re-derives the answer from all candidates. A real omni backend (Qwen2.5-Omni)
-implements :class:`~speech_hands.tools.base.OmniBackend` directly and replaces this object whole.
+implements :class:`~speech_hands.backends.base.OmniBackend` directly and replaces this object whole.
 """
 
 from __future__ import annotations
 
-from speech_hands.tools.base import (
-    ASRBackend,
-    AudioInput,
-    CaptionBackend,
-    ReflectionInput,
-    ReflectionPolicy,
-    RewriteStrategy,
-)
+from speech_hands.backends.base import ASRBackend, CaptionBackend
+from speech_hands.audio import AudioInput
+from speech_hands.reflection.base import ReflectionInput, ReflectionPolicy, RewriteStrategy
 from speech_hands.types import Hypothesis, Reflection, ToolKind
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 from speech_hands.errors import ConfigurationError
-from speech_hands.evals.manifest import Manifest, ManifestItem
-from speech_hands.tools.replay import RecordedHypothesis, ReplayRecord, ReplayStore
+from speech_hands.datasets.manifest import Manifest, ManifestItem
+from speech_hands.backends.replay import RecordedHypothesis, ReplayRecord, ReplayStore
 
 __all__ = ["BUILTIN", "paper_nbest_records", "replay_from_systems", "resolve_manifest", "shared_data_dir"]
 

@@ -18,7 +18,8 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from speech_hands.audio import AudioStore
-from speech_hands.tools.base import ASRBackend, AudioInput, CaptionBackend, OmniBackend
+from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
+from speech_hands.audio import AudioInput
 from speech_hands.types import AudioRef, Hypothesis, ToolKind, ToolOutput, ToolRole
 
 

@@ -25,7 +25,7 @@ from typing import Literal, Sequence
 
 from pydantic import BaseModel, Field
 
-from speech_hands.evals.labels import GoldLabel, LabelRule
+from speech_hands.metrics.labels import GoldLabel, LabelRule
 from speech_hands.evals.routing import gold_label
 from speech_hands.evals.runner import ItemResult
 from speech_hands.prompts import asr_reflection_prompt, audioqa_reflection_prompt, sft_target

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from speech_hands.tools.base import SAMPLE_RATE
+from speech_hands.audio import SAMPLE_RATE
 from speech_hands.types import Hypothesis
 
 __all__ = ["CUT_SEARCH_S", "FRAME_S", "WINDOW_S", "nbest_over_windows", "split_windows"]

@@ -8,7 +8,7 @@ probabilities (we add one temperature fitted on out-of-fold predictions), and it
 3 x F matrix: the shipped artifact is a few KB of JSON, loaded and evaluated with numpy in
 microseconds, no pickle and no scikit-learn needed at inference.
 
-Labels follow the paper's rule (METHOD.md section 3, via :mod:`speech_hands.evals.labels` when it is
+Labels follow the paper's rule (METHOD.md section 3, via :mod:`speech_hands.metrics.labels` when it is
 installed) with one realistic change: "best external" is the external candidate the ``<external>``
 action would actually return (best-rescored under MAP, least expected risk under MBR), not an oracle
 pick inside the list, so a label never asks for an answer the agent cannot give. Examples are
@@ -26,17 +26,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from speech_hands.evals.labels import decide_asr_action
-from speech_hands.evals.wer import word_errors as harness_word_errors
-from speech_hands.reflection.features import (
-    CandidatePool,
-    pick,
-    pool_from_outputs,
-    pool_risk,
-    reflector_features,
-    rescore,
-)
-from speech_hands.reflection.mbr import Selection
+from speech_hands.metrics.labels import decide_asr_action
+from speech_hands.metrics.wer import word_errors as harness_word_errors
+from speech_hands.reflection.learned.features import CandidatePool, pick, pool_from_outputs, pool_risk, reflector_features, rescore
+from speech_hands.reflection.learned.mbr import Selection
 from speech_hands.text import normalize_english
 from speech_hands.training.records import PoolRecord
 from speech_hands.types import Action
@@ -186,7 +179,7 @@ def fit_ranker(
     The fitted coefficients, divided by the features' scale, are the rescoring weights."""
     from sklearn.linear_model import LogisticRegression
 
-    from speech_hands.reflection.features import candidate_features
+    from speech_hands.reflection.learned.features import candidate_features
 
     diffs, ys, ws = [], [], []
     names: list[str] | None = list(features) if features else None
@@ -360,7 +353,7 @@ def decide(probs: np.ndarray, examples: Sequence[Example] | None = None) -> list
     """Argmax with the paper's tie order (internal, external, rewrite). With ``examples``, actions
     that return the same answer are one choice first (:func:`merge_same_answers`), as in the policy."""
     if examples is not None:
-        from speech_hands.reflection.learned import merge_same_answers
+        from speech_hands.reflection.learned.policy import merge_same_answers
 
         probs = np.array([merge_same_answers(row, [e.answers[a] for a in ACTIONS]) for row, e in zip(probs, examples)])
     return [ACTIONS[int(np.argmax(row))] for row in probs]
@@ -375,7 +368,7 @@ def fit_risk_policy(examples: Sequence[Example]) -> tuple[LinearReflector, dict[
     per internal word) / T. No weights are learned here (the posterior's are: rescoring weights and
     alpha); T only calibrates the probabilities: the NLL of the gold labels under the probabilities
     the policy reports (same-answer actions merged), on a log grid wide enough for per-word risks."""
-    from speech_hands.reflection.learned import merge_same_answers
+    from speech_hands.reflection.learned.policy import merge_same_answers
 
     names = list(RISK_FEATURES)
     x = matrix(examples, names)

@@ -11,7 +11,7 @@ candidate (up to ``beam_size``, or the ``best_of`` samples when ``temperature > 
 same length-normalised score ``whisper.decode`` uses to pick its best; each hypothesis's ``score`` is
 its **mean log-probability per token** (end token included), as in the other Whisper backend.
 Audio over 30 s is cut into windows at quiet frames and the windows' N-best lists are combined rank
-by rank (documented approximation, as in :mod:`speech_hands.tools.faster_whisper`).
+by rank (documented approximation, as in :mod:`speech_hands.backends.faster_whisper`).
 
 ``word_timestamps`` is offered separately by :meth:`OpenAIWhisperASR.words` (the 1-best with word
 timings from openai-whisper's cross-attention alignment): the N-best list has no timings.
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from speech_hands.errors import ConfigurationError
-from speech_hands.tools.base import AudioInput
-from speech_hands.tools.devices import Loaded, resolve_device, shared_model
-from speech_hands.tools.windows import nbest_over_windows
+from speech_hands.audio import AudioInput
+from speech_hands.backends.loading import Loaded, resolve_device, shared_model
+from speech_hands.backends.windows import nbest_over_windows
 from speech_hands.types import Hypothesis
 
 
@@ -185,7 +185,7 @@ class OpenAIWhisperASR:
         return out
 
     def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
-        """The N-best list, best first (long audio: see :mod:`~speech_hands.tools.windows`)."""
+        """The N-best list, best first (long audio: see :mod:`~speech_hands.backends.windows`)."""
         return nbest_over_windows(
             audio.require_samples(), lambda windows: self._decode_windows(windows, n_best), n_best, self.name
         )

@@ -16,23 +16,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from speech_hands.audio import virtual_audio
-from speech_hands.evals.significance import BootstrapInterval, reduction_intervals
+from speech_hands.metrics.significance import BootstrapInterval, reduction_intervals
 from speech_hands.reflection.confidence import ConfidencePolicy
 from speech_hands.reflection.rewrite import AlignmentVotingRewriter
-from speech_hands.tools.base import ReflectionInput
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.training.recipe import Recipe
 from speech_hands.training.records import PoolRecord
-from speech_hands.training.train import (
-    ACTIONS,
-    Example,
-    decide,
-    fit_reflector,
-    fit_risk_policy,
-    make_examples,
-    matrix,
-    rescoring_fit,
-    word_errors,
-)
+from speech_hands.training.fitting import ACTIONS, Example, decide, fit_reflector, fit_risk_policy, make_examples, matrix, rescoring_fit, word_errors
 from speech_hands.types import Action
 
 

@@ -15,7 +15,7 @@ of the same user turn, because the feature extractor would otherwise keep only t
 - ``predict`` is the model's own first pass (transcript, or answer to the question) with the prompts
   in ``speech_hands/prompts/`` (``asr_transcription``, ``audioqa_answer``); ``predict_batch`` decodes
   several inputs in one padded batch.
-- ``reflect`` / ``rewrite`` / majority sampling: see :mod:`speech_hands.tools.action_lm`.
+- ``reflect`` / ``rewrite`` / majority sampling: see :mod:`speech_hands.backends.action_lm`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import numpy as np
 
 from speech_hands.errors import ConfigurationError
 from speech_hands.prompts import asr_transcription_prompt, audioqa_answer_prompt
-from speech_hands.tools.action_lm import ActionTokenLM, _import_transformers
-from speech_hands.tools.base import AudioInput
-from speech_hands.tools.devices import Loaded
+from speech_hands.backends.action_lm import ActionTokenLM, import_transformers
+from speech_hands.audio import AudioInput
+from speech_hands.backends.loading import Loaded
 from speech_hands.types import Hypothesis
 
 OMNI_MODEL_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
@@ -41,7 +41,7 @@ WINDOW_S = 30.0
 @lru_cache(maxsize=1)
 def audio_only_processor_class() -> type:
     """``Qwen2_5OmniProcessor`` without its image / video processors (built lazily: needs transformers)."""
-    transformers = _import_transformers()
+    transformers = import_transformers()
     from transformers.processing_utils import OmniModalProcessorMixin
 
     base = transformers.Qwen2_5OmniProcessor
@@ -82,7 +82,7 @@ def _model_type(spec: str, local_files_only: bool) -> str | None:
         if not config.exists():
             raise ConfigurationError(f"{path} has no config.json; is it a model directory saved with save_pretrained?")
         return json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    transformers = _import_transformers()
+    transformers = import_transformers()
     try:
         return transformers.AutoConfig.from_pretrained(spec, local_files_only=local_files_only).model_type
     except (OSError, ValueError) as exc:
@@ -94,7 +94,7 @@ def _model_type(spec: str, local_files_only: bool) -> str | None:
 
 def audio_windows(samples: np.ndarray, window_s: float = WINDOW_S) -> list[np.ndarray]:
     """The audio as windows of at most 30 s, cut at quiet frames."""
-    from speech_hands.tools.windows import split_windows
+    from speech_hands.backends.windows import split_windows
 
     if samples.size == 0:
         return [samples]
@@ -111,7 +111,7 @@ class QwenOmni(ActionTokenLM):
     hears_audio = True
 
     def _load(self, device: str, dtype: Any) -> Loaded:
-        transformers = _import_transformers()
+        transformers = import_transformers()
         model_type = _model_type(self.model_spec, self.local_files_only)
         if model_type not in OMNI_MODEL_TYPES:
             raise ConfigurationError(

@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 from speech_hands.errors import ConfigurationError
 from speech_hands.prompts import audio_caption_prompt
-from speech_hands.tools.action_lm import _import_transformers
-from speech_hands.tools.action_tokens import clean_answer
-from speech_hands.tools.base import AudioInput
-from speech_hands.tools.devices import Loaded, dtype_name, resolve_device, resolve_dtype, shared_model
+from speech_hands.backends.action_lm import import_transformers
+from speech_hands.reflection.action_tokens import clean_answer
+from speech_hands.audio import AudioInput
+from speech_hands.backends.loading import Loaded, dtype_name, resolve_device, resolve_dtype, shared_model
 from speech_hands.types import Hypothesis
 
 
@@ -59,7 +59,7 @@ class AudioFlamingo3:
         self._lock = threading.Lock()
 
     def _load(self, device: str, dtype: Any) -> Loaded:
-        transformers = _import_transformers()
+        transformers = import_transformers()
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": self.local_files_only}
         if self.device_map is not None:
             kwargs["device_map"] = self.device_map
@@ -81,7 +81,7 @@ class AudioFlamingo3:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
-                    _import_transformers()
+                    import_transformers()
                     device = resolve_device(self.device_spec)
                     dtype = resolve_dtype(self.dtype_spec, device)
                     key = ("af3", self.model_spec, device, dtype_name(dtype), repr(self.device_map))
@@ -107,7 +107,7 @@ class AudioFlamingo3:
     def _generate(self, audios: Sequence[AudioInput], prompts: Sequence[str], *, samples: int) -> list[list[tuple[str, float | None]]]:
         import torch
 
-        transformers = _import_transformers()
+        transformers = import_transformers()
         loaded = self.load()
         model, processor = loaded.model, loaded.extras["processor"]
         tokenizer = processor.tokenizer

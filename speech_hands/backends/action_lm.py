@@ -1,12 +1,12 @@
 """A chat model fine-tuned with the three action tokens, run in-process with transformers.
 
-:class:`ActionTokenLM` is the engine shared by the omni backend (:mod:`speech_hands.tools.qwen_omni`,
-which adds the audio) and :class:`ChatLLMReflector` (any text chat LLM, e.g. a Qwen2.5 instruct model:
+:class:`ActionTokenLM` is the engine shared by the omni backend (:mod:`speech_hands.backends.qwen_omni`,
+which adds the audio) and :class:`~speech_hands.reflection.chat_llm.ChatLLMReflector` (any text chat LLM, e.g. a Qwen2.5 instruct model:
 a cascaded reflector / GER rewriter that reads the candidates as text only). What it does:
 
 - **reflect**: one forward pass over the reflection prompt (chat template, generation prompt); the last
   position's logits restricted to the three action-token ids give ``P(internal)``, ``P(external)``,
-  ``P(rewrite)`` (:mod:`speech_hands.tools.action_tokens`). The decision is the most probable action
+  ``P(rewrite)`` (:mod:`speech_hands.reflection.action_tokens`). The decision is the most probable action
   (a constrained first token: the model cannot answer with anything else). The unconstrained argmax
   token is kept as ``raw_token`` and the three tokens' share of the mass in the rationale, so a model
   that was not fine-tuned shows up in the trace instead of silently routing at random.
@@ -38,9 +38,10 @@ from typing import Any, Literal, Sequence
 
 from speech_hands.errors import ConfigurationError
 from speech_hands.text import NormalizerName, get_normalizer
-from speech_hands.tools import action_tokens as at
-from speech_hands.tools.base import AudioInput, ReflectionInput
-from speech_hands.tools.devices import Loaded, dtype_name, missing_extra, resolve_device, resolve_dtype, shared_model
+from speech_hands.reflection import action_tokens as at
+from speech_hands.audio import AudioInput
+from speech_hands.reflection.base import ReflectionInput
+from speech_hands.backends.loading import Loaded, dtype_name, missing_extra, resolve_device, resolve_dtype, shared_model
 from speech_hands.types import ACTION_TOKENS, Action, Hypothesis, Reflection, ToolKind
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ Task = Literal["asr", "audioqa"]
 WriteAnswer = Literal["never", "samples", "always"]
 
 
-def _import_transformers() -> Any:
+def import_transformers() -> Any:
     try:
         import transformers
     except ImportError as exc:
@@ -159,7 +160,7 @@ class ActionTokenLM:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
-                    _import_transformers()
+                    import_transformers()
                     device = resolve_device(self.device_spec)
                     dtype = resolve_dtype(self.dtype_spec, device)
                     key = (
@@ -288,7 +289,7 @@ class ActionTokenLM:
         fixed seed. The global torch RNG is forked, so seeding here disturbs nobody else."""
         import torch
 
-        transformers = _import_transformers()
+        transformers = import_transformers()
         loaded = self.load()
         model, tokenizer = loaded.model, loaded.extras["tokenizer"]
         eos = model.generation_config.eos_token_id
@@ -401,27 +402,3 @@ class ActionTokenLM:
             log.warning("%s wrote nothing after <rewrite>; keeping the current answer", self.name)
             return Hypothesis(text=current, score=None, source=f"rewrite:{self.name}:empty-output-kept-current")
         return Hypothesis(text=out.text, score=out.score, source=f"rewrite:{self.name}")
-
-
-class ChatLLMReflector(ActionTokenLM):
-    """Any transformers chat LLM fine-tuned with the action tokens, reading the candidates as text.
-
-    It cannot hear, so it is a reflection policy and rewrite strategy, not an omni model: compose it
-    with a predictor, ``ComposedOmni(predictor, llm, llm)`` (``SpeechHands.from_config`` does this for
-    ``kind = "chat-llm"``)."""
-
-    hears_audio = False
-
-    def _load(self, device: str, dtype: Any) -> Loaded:
-        transformers = _import_transformers()
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_spec, local_files_only=self.local_files_only)
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                self.model_spec, **self._from_pretrained_kwargs(dtype)
-            )
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(
-                f"cannot load the chat model {self.model_spec!r} ({type(exc).__name__}: {exc}). Give a local "
-                "directory saved with save_pretrained, or a hub id on a machine that reaches the hub."
-            ) from exc
-        return self._finish_load(model, tokenizer, device)

@@ -8,7 +8,7 @@ its first token. The embedded reflector gets the same inputs as numbers:
   punctuation are one candidate; their probabilities are added up, ``logsumexp``), with each
   source's rank of it;
 - **cross-model scores**: every pooled candidate scored under every scorer model
-  (:mod:`speech_hands.reflection.scoring`), so the internal model also judges the tool's candidates
+  (:mod:`speech_hands.reflection.learned.scoring`), so the internal model also judges the tool's candidates
   and the other way round;
 - **audio statistics** from framewise log-power (level, spread, a signal-to-noise proxy, duration)
   and the speaking rate.
@@ -17,7 +17,7 @@ Any number of candidate sources works: features about "the external side" summar
 external tools (best score, mean agreement), so the vector has a fixed length.
 
 :func:`pool_from_outputs` and :func:`reflector_features` are the *only* feature code: training
-(:mod:`speech_hands.training`) and inference (:class:`speech_hands.reflection.learned.LearnedPolicy`)
+(:mod:`speech_hands.training`) and inference (:class:`speech_hands.reflection.learned.policy.LearnedPolicy`)
 both call them, so no train/serve skew can creep in.
 """
 
@@ -30,14 +30,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from speech_hands.reflection.mbr import (
-    Selection,
-    expected_risk,
-    mbr_index,
-    pairwise_word_errors,
-    posterior,
-)
-from speech_hands.reflection.scoring import CandidateScore
+from speech_hands.reflection.learned.mbr import Selection, expected_risk, mbr_index, pairwise_word_errors, posterior
+from speech_hands.reflection.learned.scoring import CandidateScore
 from speech_hands.types import ToolOutput
 
 #: Score lookup: (scorer name, raw candidate texts) -> scores in order, or None when unavailable.
@@ -199,7 +193,7 @@ def rescore(pool: CandidatePool, weights: Mapping[str, float]) -> list[float]:
 
 
 def pool_risk(pool: CandidatePool, scores: Sequence[float], alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """(posterior, expected word errors) of every pooled candidate (:mod:`~speech_hands.reflection.mbr`).
+    """(posterior, expected word errors) of every pooled candidate (:mod:`~speech_hands.reflection.learned.mbr`).
 
     An unscored pool has no posterior: uniform weights then (the medoid), never used for a pick."""
     p = posterior(scores, alpha if pool.scored else 0.0)

@@ -7,13 +7,13 @@ the audio:
 - :class:`RescoringRewriter` pools every candidate of every source, scores each one under every
   scorer model (by default the internal Whisper base *and* the external tiny.en: a two-model
   ensemble), and scores each with a learned linear function of its features
-  (:func:`~speech_hands.reflection.features.candidate_features`: each model's total and per-token
+  (:func:`~speech_hands.reflection.learned.features.candidate_features`: each model's total and per-token
   log-probability, word count, source support, ranks). The word-count weight is the classic word
   insertion bonus: even with the end-of-text probability the raw sum prefers dropping words.
   Weights are fitted by the training recipe on the training folds and shipped in the reflector
   artifact. Two ways to pick from the scores (``selection``): ``map`` returns the best-scored
   candidate (weights: a pairwise logistic ranker); ``mbr`` (minimum Bayes risk,
-  :mod:`~speech_hands.reflection.mbr`) turns the scores into a posterior ``softmax(alpha * score)``
+  :mod:`~speech_hands.reflection.learned.mbr`) turns the scores into a posterior ``softmax(alpha * score)``
   and returns the candidate with the fewest expected word errors against all the others, i.e. the
   consensus of the likely candidates (weights: base + w_t * tiny.en + w_n * words, grid-searched
   with alpha). Over the pool with prompted candidates MBR beat MAP in leave-one-speaker-out CV
@@ -40,17 +40,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from speech_hands.errors import ToolFailure
-from speech_hands.reflection.features import (
-    CandidatePool,
-    pick,
-    pool_from_outputs,
-    pool_risk,
-    rescore,
-)
-from speech_hands.reflection.mbr import Selection
-from speech_hands.reflection.scoring import CandidateScore, WhisperScorer
+from speech_hands.reflection.learned.features import CandidatePool, pick, pool_from_outputs, pool_risk, rescore
+from speech_hands.reflection.learned.mbr import Selection
+from speech_hands.reflection.learned.scoring import CandidateScore, WhisperScorer
 from speech_hands.text import NormalizerName, get_normalizer
-from speech_hands.tools.base import AudioInput, ReflectionInput
+from speech_hands.audio import AudioInput
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Hypothesis, ToolOutput
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ Two backends over one small HTTP client (httpx, timeouts, retries with exponenti
   user message as ``{"type": "input_audio", "input_audio": {"data": <base64 WAV>, "format": "wav"}}``.
   The first-token decision comes from ``logprobs`` / ``top_logprobs`` of the first generated token:
   the action tokens' log-probabilities renormalised over the three (see
-  :func:`speech_hands.tools.action_tokens.from_top_logprobs`: an action token missing from the
+  :func:`speech_hands.reflection.action_tokens.from_top_logprobs`: an action token missing from the
   server's top-k list gets probability 0 and the rationale names it; none of the three in the list is a
   :class:`~speech_hands.errors.ModelOutputError`). vLLM caps ``top_logprobs`` at 20 by default
   (``--max-logprobs`` raises it). The decision asks for greedy decoding; a majority-sampling draw asks
@@ -41,8 +41,9 @@ import numpy as np
 from speech_hands.errors import ConfigurationError, ModelOutputError, ToolFailure
 from speech_hands.prompts import asr_transcription_prompt, audioqa_answer_prompt
 from speech_hands.text import NormalizerName, get_normalizer
-from speech_hands.tools import action_tokens as at
-from speech_hands.tools.base import SAMPLE_RATE, AudioInput, ReflectionInput
+from speech_hands.reflection import action_tokens as at
+from speech_hands.audio import SAMPLE_RATE, AudioInput
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Action, Hypothesis, Reflection, ToolKind
 
 log = logging.getLogger(__name__)

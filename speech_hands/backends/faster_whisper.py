@@ -11,7 +11,7 @@ running the encoder again (about a third of a second per window for base on 2 CP
 
 One ``generate`` call covers one 30 s window. Longer audio is cut into windows at quiet frames and
 the windows are decoded in one batched call; their N-best lists are joined rank-wise
-(:mod:`speech_hands.tools.windows` documents both steps, shared by every windowed backend).
+(:mod:`speech_hands.backends.windows` documents both steps, shared by every windowed backend).
 
 Models load lazily, once per process: backends on the same weights and settings share one
 ``WhisperModel``. CTranslate2 models are safe to call from several threads (calls to one model queue
@@ -29,9 +29,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from speech_hands.errors import ConfigurationError
-from speech_hands.tools.base import AudioInput
-from speech_hands.tools.weights import BUNDLED_PREFIX, resolve_model
-from speech_hands.tools.windows import nbest_over_windows, split_windows
+from speech_hands.audio import AudioInput
+from speech_hands.backends.weights import BUNDLED_PREFIX, resolve_model
+from speech_hands.backends.windows import nbest_over_windows, split_windows
 from speech_hands.types import Hypothesis
 
 __all__ = ["FasterWhisperASR", "load_whisper", "split_windows"]
@@ -236,7 +236,7 @@ class FasterWhisperASR:
         return beams
 
     def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
-        """The N-best list for the whole input, best first (long audio: see :mod:`~speech_hands.tools.windows`)."""
+        """The N-best list for the whole input, best first (long audio: see :mod:`~speech_hands.backends.windows`)."""
         return nbest_over_windows(
             audio.require_samples(), lambda windows: self._decode_windows(windows, n_best), n_best, self.name
         )

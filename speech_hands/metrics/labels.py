@@ -19,7 +19,7 @@ most ``threshold`` (0.0 = exactly right). ``internal`` if the internal predictio
 ``external`` if some external candidate is right, else ``rewrite`` (both wrong). No rewrite candidate
 is needed.
 
-AudioQA: a prediction is right when it matches the gold option (:mod:`speech_hands.evals.qa`).
+AudioQA: a prediction is right when it matches the gold option (:mod:`speech_hands.metrics.qa`).
 ``internal`` if the internal answer is right; else ``external`` if the external 1-best is right (or,
 with ``any_external_sample=True``, any of its samples); else ``rewrite``.
 
@@ -34,8 +34,8 @@ from typing import Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from speech_hands.evals.qa import MatchMode, is_correct
-from speech_hands.evals.wer import Unit, word_errors
+from speech_hands.metrics.qa import MatchMode, is_correct
+from speech_hands.metrics.wer import Unit, word_errors
 from speech_hands.text import NormalizerName
 from speech_hands.types import Action
 

@@ -6,15 +6,10 @@ import platform
 from pathlib import Path
 from typing import Any, Callable
 
-from speech_hands.training.evaluate import cross_validate, nested_selection
+from speech_hands.training.cross_validation import cross_validate, nested_selection
 from speech_hands.training.recipe import Recipe, recipe_items
 from speech_hands.training.records import PoolRunner, build_records
-from speech_hands.training.train import (
-    fit_reflector,
-    fit_risk_policy,
-    make_examples,
-    rescoring_fit,
-)
+from speech_hands.training.fitting import fit_reflector, fit_risk_policy, make_examples, rescoring_fit
 
 #: rewrite configurations cross-validated by the recipe: (prompted re-decode in the pool, selection,
 #: policy). Policy "linear" is the logistic-regression reflector over all features; "risk" is the
@@ -58,7 +53,7 @@ def run_recipe(
     console: Any = None,
 ) -> dict:
     """Run the whole recipe; returns the report (and writes the artifact to ``out`` unless None)."""
-    from speech_hands.reflection.learned import ReflectorArtifact
+    from speech_hands.reflection.learned.policy import ReflectorArtifact
 
     items = recipe_items(recipe, shared, work_dir, limit=limit)
     cache = work_dir / "records.jsonl"

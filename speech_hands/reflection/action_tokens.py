@@ -3,7 +3,7 @@
 Every model backend (transformers in-process, an OpenAI-compatible server) ends in the same few steps:
 turn the first generated position's scores for ``<internal>`` / ``<external>`` / ``<rewrite>`` into the
 three probabilities, draw an action for majority sampling, build the reflection / rewrite prompt from
-a :class:`~speech_hands.tools.base.ReflectionInput`, and read the answer the model wrote after its token.
+a :class:`~speech_hands.reflection.base.ReflectionInput`, and read the answer the model wrote after its token.
 They live here, once, so every backend reports probabilities the same way.
 
 - **Restriction**: ``P(a) = softmax(z)[a]`` over the three action-token logits ``z`` only (the
@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 from speech_hands.errors import ConfigurationError, ModelOutputError
 from speech_hands.prompts import asr_reflection_prompt, audioqa_reflection_prompt, split_question
-from speech_hands.tools.base import ReflectionInput
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import ACTION_TOKENS, Action, Reflection, ToolKind, ToolOutput
 
 ACTIONS: tuple[Action, ...] = tuple(Action)

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from speech_hands.tools.base import SAMPLE_RATE, AudioInput
+from speech_hands.audio import SAMPLE_RATE, AudioInput
 
 #: Longest audio (seconds) scored: one Whisper window.
 MAX_SCORED_S = 30.0
@@ -78,12 +78,12 @@ class WhisperScorer:
 
     Thread-safe; keeps an LRU cache of scores keyed by (audio sha256, text), so scoring the same
     utterance twice (reflect, then rewrite) costs nothing the second time. Encoder states come from
-    the model's :class:`~speech_hands.tools.faster_whisper.EncoderCache`: perception has usually
+    the model's :class:`~speech_hands.backends.faster_whisper.EncoderCache`: perception has usually
     encoded the window already.
     """
 
     def __init__(self, asr: Any = "bundled:base", *, cache_items: int = 4096, name: str | None = None) -> None:
-        from speech_hands.tools.faster_whisper import FasterWhisperASR
+        from speech_hands.backends.faster_whisper import FasterWhisperASR
 
         self.asr = asr if not isinstance(asr, str) else FasterWhisperASR(model=asr)
         self.name = name or f"score:{self.asr.name}"

