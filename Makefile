@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README):
 #   make demo   create .venv, install (CPU torch pinned), run the agent on the bundled real speech sample
-#   make test   install dev deps into .venv, run the test suite
+#   make test   install dev deps into .venv, lint (ruff), run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -13,7 +13,7 @@ TORCH_PIN ?= torch==2.13.0
 EXTRAS_VENV ?= .venv-extras
 EXTRAS_PY    = $(EXTRAS_VENV)/bin/python
 
-.PHONY: install dev demo test test-extras bench clean
+.PHONY: install dev demo lint format test test-extras bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,16 @@ dev: $(VENV)/.dev-installed
 demo: install
 	$(VENV)/bin/speech-hands demo
 
-test: dev
+# ruff's own configuration is in pyproject.toml (line length 120)
+lint: dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
 	$(PY) -m pytest
 
 $(EXTRAS_VENV)/.installed: pyproject.toml

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from speech_hands.audio import load_audio
+from speech_hands.audio import AudioInput, load_audio
 from speech_hands.datasets.builtin import librispeech_dev
-from speech_hands.audio import AudioInput
 
 
 def load_dev(data: Path | None, limit: int | None) -> tuple[list[AudioInput], list[str]]:

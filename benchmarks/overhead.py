@@ -31,23 +31,26 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
+from _common import load_dev
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from _common import load_dev
-
 from speech_hands import AgentConfig, SpeechHands
+from speech_hands.backends.composed import ComposedOmni
+from speech_hands.backends.faster_whisper import FasterWhisperASR
 from speech_hands.metrics.wer import corpus_wer
 from speech_hands.reflection.confidence import ConfidencePolicy
 from speech_hands.reflection.rewrite import AlignmentVotingRewriter
-from speech_hands.backends.composed import ComposedOmni
-from speech_hands.backends.faster_whisper import FasterWhisperASR
 
 HERE = Path(__file__).parent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="shared data folder (default: found beside the checkout)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="shared data folder (default: found beside the checkout)"
+    )
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--cpu-threads", type=int, default=0, help="ctranslate2 threads per model (0: its default)")
     parser.add_argument("--n-best", type=int, default=5)
@@ -97,7 +100,9 @@ def main() -> None:
     internal = [r.internal.top.text if r.internal and r.internal.top else "" for r in results]
     external = [r.externals[0].top.text if r.externals and r.externals[0].top else "" for r in results]
     answers = [r.answer for r in results]
-    actions = {a: sum(1 for r in results if r.action and r.action.value == a) for a in ("internal", "external", "rewrite")}
+    actions = {
+        a: sum(1 for r in results if r.action and r.action.value == a) for a in ("internal", "external", "rewrite")
+    }
     figures = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
@@ -139,28 +144,32 @@ def write_markdown(path: Path, f: dict) -> None:
     section = f"""<!-- overhead:start -->
 ## Agent overhead (`benchmarks/overhead.py`)
 
-{f['date']}, {f['machine']}, {f['utterances']} LibriSpeech test-other utterances ({f['audio_s']} s of audio),
-faster-whisper int8, {f['n_best']}-best, cpu_threads={f['cpu_threads']}.
+{f["date"]}, {f["machine"]}, {f["utterances"]} LibriSpeech test-other utterances ({f["audio_s"]} s of audio),
+faster-whisper int8, {f["n_best"]}-best, cpu_threads={f["cpu_threads"]}.
 
 | run | wall time (s) |
 |---|---|
-| direct, sequential (base then tiny.en) | {f['direct_sequential_s']} |
-| direct, parallel (two threads) | {f['direct_parallel_s']} |
-| agent (LangGraph, SQLite checkpoints; confidence baseline + alignment-vote rewrite) | {f['agent_s']} |
+| direct, sequential (base then tiny.en) | {f["direct_sequential_s"]} |
+| direct, parallel (two threads) | {f["direct_parallel_s"]} |
+| agent (LangGraph, SQLite checkpoints; confidence baseline + alignment-vote rewrite) | {f["agent_s"]} |
 
 | ratio | value |
 |---|---|
-| overhead = agent / direct parallel | {f['overhead_ratio_vs_parallel']} |
-| agent / direct sequential | {f['overhead_ratio_vs_sequential']} |
-| direct sequential / direct parallel | {f['parallel_speedup_direct']} |
-| parallel perception = perception wall / slowest tool (mean, median) | {f['parallel_perception_ratio_mean']}, {f['parallel_perception_ratio_median']} |
-| agent real-time factor (s per s of audio) | {f['agent_rtf']} |
+| overhead = agent / direct parallel | {f["overhead_ratio_vs_parallel"]} |
+| agent / direct sequential | {f["overhead_ratio_vs_sequential"]} |
+| direct sequential / direct parallel | {f["parallel_speedup_direct"]} |
+| parallel perception = perception wall / slowest tool (mean, median) | {f["parallel_perception_ratio_mean"]}, {f["parallel_perception_ratio_median"]} |
+| agent real-time factor (s per s of audio) | {f["agent_rtf"]} |
 
-WER (Whisper English normaliser, corpus level): internal (base) {f['wer_internal_base']} %, external
-(tiny.en) top-1 {f['wer_external_tiny_en']} %, agent (confidence baseline) {f['wer_agent']} %; actions {f['actions']}.
+WER (Whisper English normaliser, corpus level): internal (base) {f["wer_internal_base"]} %, external
+(tiny.en) top-1 {f["wer_external_tiny_en"]} %, agent (confidence baseline) {f["wer_agent"]} %; actions {f["actions"]}.
 <!-- overhead:end -->
 """
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is written by its script; ratios come from one run.\n\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmark results\n\nEach section is written by its script; ratios come from one run.\n\n"
+    )
     if "<!-- overhead:start -->" in text:
         head, rest = text.split("<!-- overhead:start -->", 1)
         tail = rest.split("<!-- overhead:end -->", 1)[1].lstrip("\n")

@@ -30,22 +30,25 @@ from collections import Counter
 from datetime import date
 from pathlib import Path
 
+from _common import load_dev
 from rich.console import Console
 from rich.progress import track
 
-from _common import load_dev
-
 from speech_hands import SpeechHands
+from speech_hands.backends.faster_whisper import FasterWhisperASR
 from speech_hands.metrics.wer import corpus_wer
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.reflection.learned.features import audio_statistics, pool_risk, reflector_features
 from speech_hands.reflection.learned.mbr import pairwise_word_errors
-from speech_hands.reflection.base import ReflectionInput
-from speech_hands.backends.faster_whisper import FasterWhisperASR
 
 HERE = Path(__file__).parent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="shared data folder (default: found beside the checkout)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="shared data folder (default: found beside the checkout)"
+    )
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
@@ -92,7 +95,12 @@ def main() -> None:
             t2 = time.perf_counter()
             analysis = rewriter.analyse(inp)
             feats, _ = reflector_features(
-                analysis.pool, internal, externals, audio_statistics(audio.samples), rewriter.weights, rewriter.selection
+                analysis.pool,
+                internal,
+                externals,
+                audio_statistics(audio.samples),
+                rewriter.weights,
+                rewriter.selection,
             )
             t3 = time.perf_counter()
             policy.predict_proba(feats)
@@ -113,7 +121,7 @@ def main() -> None:
     section = f"""<!-- reflector:start -->
 ## Learned reflector (`benchmarks/reflector.py`)
 
-{date.today().isoformat()}, {platform.machine()}, {__import__('os').cpu_count()} cores, {len(audios)} LibriSpeech test-other
+{date.today().isoformat()}, {platform.machine()}, {__import__("os").cpu_count()} cores, {len(audios)} LibriSpeech test-other
 utterances ({audio_s:.1f} s of audio), faster-whisper int8, 5-best, artifact
 `speech_hands/data/reflector/reflector-v1.json` (selection: {rewriter.selection.mode}, alpha {rewriter.selection.alpha:g}).
 

@@ -44,9 +44,10 @@ import importlib.util
 import inspect
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -71,11 +72,13 @@ class BackendKind:
 
 
 REGISTRY: dict[str, BackendKind] = {
-    "qwen-omni": BackendKind(
-        "speech_hands.backends.qwen_omni", "QwenOmni", ("omni",), (("transformers", "omni"),)
-    ),
+    "qwen-omni": BackendKind("speech_hands.backends.qwen_omni", "QwenOmni", ("omni",), (("transformers", "omni"),)),
     "chat-llm": BackendKind(
-        "speech_hands.reflection.chat_llm", "ChatLLMReflector", ("policy",), (("transformers", "omni"),), needs_predictor=True
+        "speech_hands.reflection.chat_llm",
+        "ChatLLMReflector",
+        ("policy",),
+        (("transformers", "omni"),),
+        needs_predictor=True,
     ),
     "openai-server": BackendKind(
         "speech_hands.backends.openai_server", "OpenAIServerOmni", ("omni",), (("httpx", "server"),)
@@ -91,7 +94,13 @@ REGISTRY: dict[str, BackendKind] = {
         "speech_hands.backends.audio_flamingo", "AudioFlamingo3", ("caption",), (("transformers", "omni"),)
     ),
 }
-_ALIASES = {"af3": "audio-flamingo-3", "parakeet": "nemo", "canary": "nemo", "vllm": "openai-server", "whisper": "openai-whisper"}
+_ALIASES = {
+    "af3": "audio-flamingo-3",
+    "parakeet": "nemo",
+    "canary": "nemo",
+    "vllm": "openai-server",
+    "whisper": "openai-whisper",
+}
 
 
 class BackendSpec(BaseModel):
@@ -299,7 +308,12 @@ def _instantiate(kind: str, options: dict[str, Any]) -> Any:
 
 def _preload(backend: Any) -> None:
     """Load the weights now so configuration errors (no action tokens, wrong path) surface here."""
-    for part in (backend, getattr(backend, "predictor", None), getattr(backend, "policy", None), getattr(backend, "rewriter", None)):
+    for part in (
+        backend,
+        getattr(backend, "predictor", None),
+        getattr(backend, "policy", None),
+        getattr(backend, "rewriter", None),
+    ):
         if part is not None and hasattr(part, "load"):
             part.load()
 

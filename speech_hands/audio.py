@@ -60,6 +60,7 @@ class AudioInput:
             )
         return self.samples
 
+
 #: Longest input accepted by default (seconds). Override per call or with ``SpeechHands(max_audio_s=...)``.
 MAX_DURATION_S = 3600.0
 #: Peak amplitude (full scale = 1.0) under which a file counts as silent (about -80 dBFS).

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -85,7 +85,9 @@ def _result_table(rows: list[tuple[str, Any]]) -> Table:
             table.add_row(escape(name), f"[red]{escape(str(result))}[/red]", "error", "-", "-", "-")
             continue
         action = result.action.token if result.action else f"skipped: {result.skipped_reason}"
-        table.add_row(escape(name), escape(result.answer), escape(action), _probs(result), _candidates(result), result.thread_id)
+        table.add_row(
+            escape(name), escape(result.answer), escape(action), _probs(result), _candidates(result), result.thread_id
+        )
     return table
 
 
@@ -97,13 +99,15 @@ def transcribe(
     k_samples: int = typer.Option(1, "--k", help="reflection draws; >1 turns on majority voting"),
     max_rewrites: int = typer.Option(1, help="bound of the rewrite loop"),
     internal_model: str = typer.Option("bundled:base", help="faster-whisper model for the internal prediction"),
-    external_model: Optional[list[str]] = typer.Option(None, help="external ASR model(s); repeatable"),
-    replay: Optional[Path] = typer.Option(None, help="route over recorded outputs (JSONL) instead of models"),
-    policy: str = typer.Option("learned", help="reflection policy: learned (trained reflector) or confidence (hand-set baseline)"),
-    reflector: Optional[Path] = typer.Option(
+    external_model: list[str] | None = typer.Option(None, help="external ASR model(s); repeatable"),
+    replay: Path | None = typer.Option(None, help="route over recorded outputs (JSONL) instead of models"),
+    policy: str = typer.Option(
+        "learned", help="reflection policy: learned (trained reflector) or confidence (hand-set baseline)"
+    ),
+    reflector: Path | None = typer.Option(
         None, help="reflector artifact from `speech-hands train-reflector --out` (default: the shipped one)"
     ),
-    trace_db: Optional[str] = TraceDbOption,
+    trace_db: str | None = TraceDbOption,
 ) -> None:
     """Transcribe FILES with the agent: perceive, reflect, route; prints answer, action and candidates."""
     agent = _agent(
@@ -155,11 +159,11 @@ def _json_line(path: Path, outcome: Any) -> str:
 def trace(
     thread_id: str = typer.Argument(..., help="thread id printed by transcribe / demo"),
     as_json: bool = typer.Option(False, "--json", help="print the whole trace as JSON"),
-    trace_db: Optional[str] = TraceDbOption,
+    trace_db: str | None = TraceDbOption,
 ) -> None:
     """Show the decision history of one run, read back from the checkpointer (no model is run)."""
-    from speech_hands.config import AgentConfig
     from speech_hands.agent.speech_hands import open_checkpointer
+    from speech_hands.config import AgentConfig
     from speech_hands.graphs.routing import RoutingGraph
     from speech_hands.tracing.render import render_trace
     from speech_hands.tracing.trace import read_trace
@@ -176,10 +180,10 @@ def trace(
 
 
 @app.command()
-def threads(limit: int = typer.Option(20, help="how many"), trace_db: Optional[str] = TraceDbOption) -> None:
+def threads(limit: int = typer.Option(20, help="how many"), trace_db: str | None = TraceDbOption) -> None:
     """List the most recent thread ids in the trace database."""
-    from speech_hands.config import AgentConfig
     from speech_hands.agent.speech_hands import open_checkpointer
+    from speech_hands.config import AgentConfig
 
     db = AgentConfig(trace_db=trace_db).resolved_trace_db()
     saver = open_checkpointer(db)
@@ -194,7 +198,7 @@ def threads(limit: int = typer.Option(20, help="how many"), trace_db: Optional[s
 
 @app.command()
 def demo(
-    trace_db: Optional[str] = TraceDbOption,
+    trace_db: str | None = TraceDbOption,
     k_samples: int = typer.Option(1, "--k", help="reflection draws; >1 turns on majority voting"),
 ) -> None:
     """Run the agent on the bundled LibriSpeech sample with the embedded offline default models."""
@@ -221,21 +225,17 @@ def graph() -> None:
     print(RoutingGraph.skeleton().build().compile().get_graph().draw_mermaid())
 
 
-def _register_optional() -> None:
-    try:
-        from speech_hands.evals.cli import register
-    except ImportError:  # evals not installed / not yet built
-        pass
-    else:
-        register(app)
-    try:
-        from speech_hands.training.cli import register as register_training
-    except ImportError:  # training extras missing
-        return
+def _register_subcommands() -> None:
+    """``eval``, ``labels`` and ``train-reflector`` are core modules: a failing import is a bug to
+    see at once, never a silently missing command."""
+    from speech_hands.evals.cli import register as register_evals
+    from speech_hands.training.cli import register as register_training
+
+    register_evals(app)
     register_training(app)
 
 
-_register_optional()
+_register_subcommands()
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Text normalisation shared by routing, voting and evaluation.
 
-Two normalisers, as METHOD.md section 3 asks, and every number we report says which it used:
+Two normalisers, as docs/method.md section 3 asks, and every number we report says which it used:
 
 - ``english``: Whisper's ``EnglishTextNormalizer`` (numbers, spellings, contractions; the Open ASR
   leaderboard uses a drifted fork of it, so leaderboard numbers can differ slightly from ours).
@@ -11,8 +11,9 @@ Two normalisers, as METHOD.md section 3 asks, and every number we report says wh
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable, Literal
+from typing import Literal
 
 NormalizerName = Literal["english", "basic", "none"]
 

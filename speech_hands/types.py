@@ -22,14 +22,14 @@ __all__ = [
     "Reflection",
     "RewriteRecord",
     "ToolError",
+    "ToolKind",
     "ToolOutput",
     "ToolRole",
-    "ToolKind",
 ]
 
 
 class Action(str, Enum):
-    """The three first-token actions of the self-reflection model (METHOD.md section 1)."""
+    """The three first-token actions of the self-reflection model (docs/method.md section 1)."""
 
     INTERNAL = "internal"
     EXTERNAL = "external"

@@ -10,9 +10,11 @@ import pytest
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 def _find_shared_data() -> Path:
-    from speech_hands.errors import ConfigurationError
     from speech_hands.datasets.builtin import shared_data_dir
+    from speech_hands.errors import ConfigurationError
 
     try:
         return shared_data_dir()
@@ -28,7 +30,12 @@ LIBRISPEECH_DEV = SHARED_DATA / "librispeech_other_dev"
 #: `make test-extras` (own venv, SPEECH_HANDS_EXTRAS=1), which CI runs after `make test`; the core run
 #: leaves them out instead of skipping them one by one.
 EXTRAS_MODULES = frozenset(
-    {"test_backend_qwen_omni.py", "test_backend_audio_flamingo.py", "test_backend_nemo.py", "test_backend_openai_server.py"}
+    {
+        "test_backend_qwen_omni.py",
+        "test_backend_audio_flamingo.py",
+        "test_backend_nemo.py",
+        "test_backend_openai_server.py",
+    }
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from speech_hands.audio import AudioInput
 from speech_hands.reflection.base import ReflectionInput

@@ -55,14 +55,21 @@ def test_nothing_to_combine():
 def draw(i: int, action: Action, answer: str | None, p: float) -> Reflection:
     rest = (1 - p) / 2
     return Reflection(
-        action=action, probs={a: (p if a is action else rest) for a in Action}, raw_token=action.token,
-        policy="test", answer=answer, sample_index=i,
+        action=action,
+        probs={a: (p if a is action else rest) for a in Action},
+        raw_token=action.token,
+        policy="test",
+        answer=answer,
+        sample_index=i,
     )
 
 
 def test_groups_by_normalised_answer_and_counts_weights():
-    draws = [draw(0, Action.INTERNAL, "The cat sat.", 0.6), draw(1, Action.EXTERNAL, "the cat sat", 0.7),
-             draw(2, Action.EXTERNAL, "a cat sat", 0.9)]
+    draws = [
+        draw(0, Action.INTERNAL, "The cat sat.", 0.6),
+        draw(1, Action.EXTERNAL, "the cat sat", 0.7),
+        draw(2, Action.EXTERNAL, "a cat sat", 0.9),
+    ]
     result = majority_vote(draws)
     assert result.key == "the cat sat" and result.tally["the cat sat"] == pytest.approx(1.3)
     assert result.tie_broken_by is None
@@ -73,14 +80,22 @@ def test_groups_by_normalised_answer_and_counts_weights():
 
 
 def test_unweighted_vote_counts_draws():
-    draws = [draw(0, Action.INTERNAL, "x", 0.99), draw(1, Action.EXTERNAL, "y", 0.4), draw(2, Action.EXTERNAL, "y", 0.4)]
+    draws = [
+        draw(0, Action.INTERNAL, "x", 0.99),
+        draw(1, Action.EXTERNAL, "y", 0.4),
+        draw(2, Action.EXTERNAL, "y", 0.4),
+    ]
     assert majority_vote(draws, weighted=True).key == "x"
     assert majority_vote(draws, weighted=False).key == "y"
 
 
 def test_tie_rule_order():
     # equal weight, more draws wins
-    by_count = [draw(0, Action.INTERNAL, "x", 0.8), draw(1, Action.EXTERNAL, "y", 0.4), draw(2, Action.EXTERNAL, "y", 0.4)]
+    by_count = [
+        draw(0, Action.INTERNAL, "x", 0.8),
+        draw(1, Action.EXTERNAL, "y", 0.4),
+        draw(2, Action.EXTERNAL, "y", 0.4),
+    ]
     result = majority_vote(by_count)
     assert result.key == "y" and result.tie_broken_by == "count"
     # equal weight and count: action priority internal > external > rewrite

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import dev_flac, write_wav
 from doubles import CountingRewriter, FixedASR, ScriptedPolicy
+
 from speech_hands import Action, AgentConfig, AudioError, SpeechHands
 from speech_hands.audio import AudioStore, audio_from_array, load_audio
 from speech_hands.backends.composed import ComposedOmni
@@ -51,7 +50,7 @@ def test_non_audio_file(tmp_path):
 def test_corrupt_audio_file(tmp_path):
     path = tmp_path / "corrupt.flac"
     path.write_bytes(np.random.default_rng(1).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
-    with pytest.raises(AudioError, match="corrupt|cannot read|no audio"):
+    with pytest.raises(AudioError, match=r"corrupt|cannot read|no audio"):
         load_audio(path)
 
 
@@ -69,7 +68,7 @@ def test_truncated_flac_loads_what_is_there_or_fails_clearly(tmp_path, shared_da
 
 def test_wav_with_no_samples(tmp_path):
     path = write_wav(tmp_path / "nothing.wav", np.zeros(0, dtype=np.float32))
-    with pytest.raises(AudioError, match="no audio samples|empty|no audio"):
+    with pytest.raises(AudioError, match=r"no audio samples|empty|no audio"):
         load_audio(path)
 
 
@@ -122,6 +121,8 @@ def test_silent_audio_skips_perception_with_a_traced_reason(tmp_path):
 
 def test_agent_raises_clear_error_for_missing_file(tmp_path):
     omni = ComposedOmni(FixedASR("i", ["x"]), ScriptedPolicy([Action.INTERNAL]), CountingRewriter())
-    with SpeechHands(omni, [], config=AgentConfig(trace_db=":memory:")) as agent:
-        with pytest.raises(AudioError, match="not found"):
-            agent.invoke(tmp_path / "nope.flac")
+    with (
+        SpeechHands(omni, [], config=AgentConfig(trace_db=":memory:")) as agent,
+        pytest.raises(AudioError, match="not found"),
+    ):
+        agent.invoke(tmp_path / "nope.flac")

@@ -3,13 +3,15 @@ the Qwen2.5-Omni backend as the omni model and AF3 as the external tool."""
 
 from __future__ import annotations
 
-import pytest
+from typing import ClassVar
 
+import pytest
 from tiny_models import build_audio_flamingo3, build_qwen_omni, require
 
 transformers = require("transformers")
 
 from conftest import dev_flac  # noqa: E402
+
 from speech_hands import AgentConfig, SpeechHands  # noqa: E402
 from speech_hands.audio import load_audio  # noqa: E402
 from speech_hands.backends.audio_flamingo import AudioFlamingo3  # noqa: E402
@@ -51,13 +53,15 @@ def test_missing_checkpoint_names_the_layout(tmp_path):
 
 def test_audioqa_graph_with_af3_external(af3_dir, tmp_path, shared_data):
     class Recording(QwenOmni):
-        prompts: list[str] = []
+        prompts: ClassVar[list[str]] = []
 
         def _encode(self, loaded, prompts, audios, prefix):
             type(self).prompts += list(prompts)
             return super()._encode(loaded, prompts, audios, prefix)
 
-    omni = Recording(str(build_qwen_omni(tmp_path / "omni", shared_data)), task="audioqa", device="cpu", max_new_tokens=4)
+    omni = Recording(
+        str(build_qwen_omni(tmp_path / "omni", shared_data)), task="audioqa", device="cpu", max_new_tokens=4
+    )
     af3 = AudioFlamingo3(str(af3_dir), device="cpu", max_new_tokens=4)
     with SpeechHands(omni, [af3], config=AgentConfig(trace_db=str(tmp_path / "t.sqlite"), max_rewrites=0)) as agent:
         result = agent.invoke(dev_flac("1688-142285-0007"), QUESTION)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import REPO, dev_flac
+
 from speech_hands import SpeechHands
 from speech_hands import assembly as factory
-from speech_hands.assembly import BackendKind
-from speech_hands.assembly import read_config
+from speech_hands.assembly import BackendKind, read_config
 from speech_hands.errors import ConfigurationError
 
 EMBEDDED = {"kind": "embedded", "predictor": {"kind": "faster-whisper", "model": "bundled:tiny.en", "cpu_threads": 2}}
@@ -43,7 +42,7 @@ def test_toml_yaml_json_and_dict_give_the_same_config(tmp_path):
 
 
 def test_errors_name_the_fix(tmp_path, monkeypatch):
-    with pytest.raises(ConfigurationError, match="known kinds: .*nemo"):
+    with pytest.raises(ConfigurationError, match=r"known kinds: .*nemo"):
         SpeechHands.from_config({"omni": {"kind": "gpt-9"}})
     with pytest.raises(ConfigurationError, match="not found"):
         SpeechHands.from_config(tmp_path / "absent.toml")
@@ -51,11 +50,15 @@ def test_errors_name_the_fix(tmp_path, monkeypatch):
     with pytest.raises(ConfigurationError, match=r"\.toml"):
         SpeechHands.from_config(tmp_path / "bad.ini")
     with pytest.raises(ConfigurationError, match="its options are: model, name"):
-        SpeechHands.from_config({"omni": EMBEDDED, "external": [{"kind": "faster-whisper", "modle": "x"}], "preload": False})
+        SpeechHands.from_config(
+            {"omni": EMBEDDED, "external": [{"kind": "faster-whisper", "modle": "x"}], "preload": False}
+        )
     with pytest.raises(ConfigurationError, match="cannot serve as omni"):
         SpeechHands.from_config({"omni": {"kind": "nemo"}})
     monkeypatch.setitem(
-        factory.REGISTRY, "needs-missing", BackendKind("speech_hands.backends.nemo", "NemoASR", ("asr",), (("no_such_pkg_xyz", "nemo"),))
+        factory.REGISTRY,
+        "needs-missing",
+        BackendKind("speech_hands.backends.nemo", "NemoASR", ("asr",), (("no_such_pkg_xyz", "nemo"),)),
     )
     with pytest.raises(ConfigurationError, match=r"pip install 'speech-hands\[nemo\]'"):
         SpeechHands.from_config({"omni": EMBEDDED, "external": [{"kind": "needs-missing"}]})
@@ -83,11 +86,15 @@ def test_embedded_agent_with_the_learned_reflector_from_config(tmp_path):
     from speech_hands.reflection.learned.policy import DEFAULT_ARTIFACT, SHIPPED_DIR
 
     (tmp_path / "mine.json").write_text((SHIPPED_DIR / DEFAULT_ARTIFACT).read_text())  # a "trained" artifact
-    whisper = '[omni.predictor]\nkind = "faster-whisper"\nmodel = "bundled:base"\ncpu_threads = 2\n' \
-              '[[external]]\nkind = "faster-whisper"\nmodel = "bundled:tiny.en"\ncpu_threads = 2\n'
+    whisper = (
+        '[omni.predictor]\nkind = "faster-whisper"\nmodel = "bundled:base"\ncpu_threads = 2\n'
+        '[[external]]\nkind = "faster-whisper"\nmodel = "bundled:tiny.en"\ncpu_threads = 2\n'
+    )
     for reflector in ("shipped", "./mine.json"):  # a relative path is taken relative to the config file
         config = tmp_path / "agent.toml"
-        config.write_text(f'[agent]\ntrace_db = ":memory:"\n[omni]\nkind = "embedded"\nreflector = "{reflector}"\n' + whisper)
+        config.write_text(
+            f'[agent]\ntrace_db = ":memory:"\n[omni]\nkind = "embedded"\nreflector = "{reflector}"\n' + whisper
+        )
         with SpeechHands.from_config(config) as agent:
             result = agent.invoke(DEMO_SAMPLE)
         assert result.reflection is not None and result.reflection.policy == "learned-reflector"

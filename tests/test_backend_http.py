@@ -7,18 +7,18 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import dev_flac
+
 from speech_hands.audio import load_audio
-from speech_hands.errors import ToolFailure
 from speech_hands.backends.openai_server import HTTPClient, OpenAIServerASR
+from speech_hands.errors import ToolFailure
 
 
 @contextmanager
@@ -26,7 +26,7 @@ def serve(handle: Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict]]):
     """A ThreadingHTTPServer on 127.0.0.1 (free port) answering every POST with ``handle``."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status, payload = handle(self, body)
             data = json.dumps(payload).encode()
@@ -58,7 +58,10 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
     from email.policy import HTTP
 
     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True) for part in message.iter_parts()}
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+        for part in message.iter_parts()
+    }
 
 
 def test_retries_500_with_backoff_then_succeeds():
@@ -87,7 +90,7 @@ def test_timeouts_are_retried_then_reported():
     with serve(handle) as url:
         client = HTTPClient(url, timeout_s=0.2, max_retries=1, backoff_s=0.05)
         started = time.perf_counter()
-        with pytest.raises(ToolFailure, match="after 2 attempts.*no answer within 0.2 s"):
+        with pytest.raises(ToolFailure, match=r"after 2 attempts.*no answer within 0.2 s"):
             client.post("/chat/completions", json={})
         assert time.perf_counter() - started < 2.0
     assert len(calls) == 2
@@ -100,9 +103,8 @@ def test_client_errors_are_not_retried_and_carry_the_server_message():
         calls.append(1)
         return 404, {"error": "model 'nope' does not exist"}
 
-    with serve(handle) as url:
-        with pytest.raises(ToolFailure, match="HTTP 404.*does not exist"):
-            HTTPClient(url, max_retries=3, backoff_s=0.01).post("/chat/completions", json={})
+    with serve(handle) as url, pytest.raises(ToolFailure, match=r"HTTP 404.*does not exist"):
+        HTTPClient(url, max_retries=3, backoff_s=0.01).post("/chat/completions", json={})
     assert len(calls) == 1
 
 

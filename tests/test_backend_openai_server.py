@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-
 from test_backend_http import serve
 from tiny_models import build_qwen_omni, require
 
@@ -19,13 +18,14 @@ torch = require("torch")
 
 from conftest import dev_flac  # noqa: E402
 from doubles import FixedASR  # noqa: E402
+from test_backend_qwen_omni import EXTERNAL, UTT, reflection_input  # noqa: E402
+
 from speech_hands import Action, AgentConfig, SpeechHands  # noqa: E402
 from speech_hands.audio import audio_from_array, load_audio  # noqa: E402
-from speech_hands.errors import ModelOutputError  # noqa: E402
-from speech_hands.reflection import action_tokens as at  # noqa: E402
 from speech_hands.backends.openai_server import OpenAIServerOmni  # noqa: E402
 from speech_hands.backends.qwen_omni import QwenOmni  # noqa: E402
-from test_backend_qwen_omni import EXTERNAL, UTT, reflection_input  # noqa: E402
+from speech_hands.errors import ModelOutputError  # noqa: E402
+from speech_hands.reflection import action_tokens as at  # noqa: E402
 
 
 class TinyOmniServer:
@@ -53,22 +53,33 @@ class TinyOmniServer:
             if sample:
                 torch.manual_seed(request.get("seed", 0))
             out = loaded.model.generate(
-                **inputs, max_new_tokens=request["max_tokens"], do_sample=sample, temperature=request.get("temperature") or None,
-                output_scores=True, return_dict_in_generate=True, top_k=None, top_p=None,
+                **inputs,
+                max_new_tokens=request["max_tokens"],
+                do_sample=sample,
+                temperature=request.get("temperature") or None,
+                output_scores=True,
+                return_dict_in_generate=True,
+                top_k=None,
+                top_p=None,
             )
-        new = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+        new = out.sequences[0, inputs["input_ids"].shape[1] :].tolist()
         content = []
         k = request.get("top_logprobs", 0)
         for token_id, scores in zip(new, out.scores):
             logprobs = torch.log_softmax(scores[0].float(), dim=-1)
             top = torch.topk(logprobs, min(k, logprobs.numel())) if k else None
-            content.append({
-                "token": tokenizer.convert_ids_to_tokens(token_id) or f"<unused{token_id}>",
-                "logprob": float(logprobs[token_id]),
-                "top_logprobs": [
-                    {"token": tokenizer.convert_ids_to_tokens(int(i)) or f"<unused{int(i)}>", "logprob": float(v)} for v, i in zip(*top)
-                ] if top is not None else [],
-            })
+            content.append(
+                {
+                    "token": tokenizer.convert_ids_to_tokens(token_id) or f"<unused{token_id}>",
+                    "logprob": float(logprobs[token_id]),
+                    "top_logprobs": [
+                        {"token": tokenizer.convert_ids_to_tokens(int(i)) or f"<unused{int(i)}>", "logprob": float(v)}
+                        for v, i in zip(*top)
+                    ]
+                    if top is not None
+                    else [],
+                }
+            )
         text = tokenizer.decode(new, skip_special_tokens=False).replace("<|im_end|>", "")
         return 200, {"choices": [{"message": {"role": "assistant", "content": text}, "logprobs": {"content": content}}]}
 
@@ -112,9 +123,8 @@ def test_action_tokens_missing_from_top_logprobs(local, audio):
         reflection = OpenAIServerOmni("tiny-omni", base_url=url, top_logprobs=rank).reflect(inp)
     assert reflection.probs[best] == 1.0 and reflection.action is best
     assert "not in the server's top_logprobs" in reflection.rationale
-    with serve(TinyOmniServer(local)) as url:
-        with pytest.raises(ModelOutputError, match="none of the action tokens"):
-            OpenAIServerOmni("tiny-omni", base_url=url, top_logprobs=rank - 1).reflect(inp)
+    with serve(TinyOmniServer(local)) as url, pytest.raises(ModelOutputError, match="none of the action tokens"):
+        OpenAIServerOmni("tiny-omni", base_url=url, top_logprobs=rank - 1).reflect(inp)
 
 
 def test_predict_and_rewrite_over_http_match_the_local_model(local, audio):
@@ -137,7 +147,9 @@ def test_sampled_draws_send_seeds_and_temperature(local, audio):
     server = TinyOmniServer(local)
     with serve(server) as url:
         remote = OpenAIServerOmni("tiny-omni", base_url=url, temperature=0.9, max_new_tokens=3, top_logprobs=100_000)
-        draws = [remote.reflect(reflection_input(audio, sample_index=i, n_samples=3, seed=5), sample=True) for i in range(3)]
+        draws = [
+            remote.reflect(reflection_input(audio, sample_index=i, n_samples=3, seed=5), sample=True) for i in range(3)
+        ]
         again = remote.reflect(reflection_input(audio, sample_index=1, n_samples=3, seed=5), sample=True)
     seeds = [r["seed"] for r in server.requests[:3]]
     assert len(set(seeds)) == 3 and all(r["temperature"] == 0.9 for r in server.requests)

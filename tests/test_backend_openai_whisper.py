@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 import whisper
+from conftest import dev_flac
 from whisper.model import ModelDimensions, Whisper
 
-from conftest import dev_flac
 from speech_hands.audio import audio_from_array, load_audio
-from speech_hands.errors import ConfigurationError
 from speech_hands.backends.openai_whisper import OpenAIWhisperASR
+from speech_hands.errors import ConfigurationError
 
 UTT = "1688-142285-0007"
 
@@ -23,8 +23,16 @@ UTT = "1688-142285-0007"
 def build_tiny_whisper(path: Path, seed: int = 0) -> Path:
     """A random multilingual-vocabulary Whisper saved the way whisper.load_model reads checkpoints."""
     dims = ModelDimensions(
-        n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
-        n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1,
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=64,
+        n_audio_head=2,
+        n_audio_layer=1,
+        n_vocab=51865,
+        n_text_ctx=448,
+        n_text_state=64,
+        n_text_head=2,
+        n_text_layer=1,
     )
     torch.manual_seed(seed)
     model = Whisper(dims)

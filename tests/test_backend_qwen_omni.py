@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tiny_models import build_chat_llm, build_qwen_omni, last_hidden, require, steer_first_token
 
 transformers = require("transformers")
@@ -18,15 +17,16 @@ torch = require("torch")
 
 from conftest import dev_flac  # noqa: E402
 from doubles import FixedASR  # noqa: E402
+
 from speech_hands import Action, AgentConfig, SpeechHands  # noqa: E402
 from speech_hands.audio import audio_from_array, load_audio  # noqa: E402
-from speech_hands.errors import ConfigurationError  # noqa: E402
-from speech_hands.reflection import action_tokens as at  # noqa: E402
-from speech_hands.reflection.chat_llm import ChatLLMReflector  # noqa: E402
-from speech_hands.reflection.base import ReflectionInput  # noqa: E402
 from speech_hands.backends.composed import ComposedOmni  # noqa: E402
 from speech_hands.backends.loading import forget_models  # noqa: E402
 from speech_hands.backends.qwen_omni import QwenOmni, audio_only_processor_class  # noqa: E402
+from speech_hands.errors import ConfigurationError  # noqa: E402
+from speech_hands.reflection import action_tokens as at  # noqa: E402
+from speech_hands.reflection.base import ReflectionInput  # noqa: E402
+from speech_hands.reflection.chat_llm import ChatLLMReflector  # noqa: E402
 from speech_hands.types import ACTION_TOKENS, Hypothesis, ToolOutput  # noqa: E402
 
 UTT = "1688-142285-0007"
@@ -68,13 +68,17 @@ def reflection_input(audio, *, internal="the bell is ringing in the tower", roun
 def reference_first_position(model_dir: Path, prompt: str, audio) -> torch.Tensor:
     """The first-token logits computed without the backend: transformers' own classes, the processor,
     and generate(output_scores=True)."""
-    model = transformers.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = transformers.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+        model_dir, dtype=torch.float32
+    ).eval()
     processor = audio_only_processor_class().from_pretrained(model_dir)
     messages = [{"role": "user", "content": [{"type": "audio", "audio": "x"}, {"type": "text", "text": prompt}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], audio=[audio.samples], return_tensors="pt", padding=True)
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=1, do_sample=False, output_scores=True, return_dict_in_generate=True)
+        out = model.generate(
+            **inputs, max_new_tokens=1, do_sample=False, output_scores=True, return_dict_in_generate=True
+        )
     return out.scores[0][0].float()
 
 
@@ -130,7 +134,7 @@ def test_wrong_checkpoint_kind_and_missing_directory(tmp_path, shared_data):
     chat = build_chat_llm(tmp_path / "chat", shared_data)
     with pytest.raises(ConfigurationError, match="chat-llm"):
         QwenOmni(str(chat), device="cpu").load()
-    with pytest.raises(ConfigurationError, match="config.json"):
+    with pytest.raises(ConfigurationError, match=r"config.json"):
         QwenOmni(str(tmp_path), device="cpu").load()
     with pytest.raises(ConfigurationError, match="GPU"):
         QwenOmni(str(chat), device="cuda").load() if not torch.cuda.is_available() else (_ for _ in ()).throw(
@@ -207,7 +211,9 @@ def test_sampled_actions_follow_the_tempered_distribution():
 
 def test_graph_runs_on_the_omni_model_with_real_speech(omni, audio, tmp_path):
     external = FixedASR("parakeet", EXTERNAL)
-    with SpeechHands(omni, [external], config=AgentConfig(trace_db=str(tmp_path / "t.sqlite"), max_rewrites=1)) as agent:
+    with SpeechHands(
+        omni, [external], config=AgentConfig(trace_db=str(tmp_path / "t.sqlite"), max_rewrites=1)
+    ) as agent:
         result = agent.invoke(dev_flac(UTT))
     assert result.internal is not None and result.internal.tool == omni.name and result.internal.ok
     assert result.reflection is not None and result.reflection.policy == omni.name

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from typer.testing import CliRunner
 
 from speech_hands.cli import DEMO_SAMPLE, app
@@ -77,6 +76,8 @@ def test_transcribe_with_another_policy_or_a_trained_artifact(tmp_path):
     assert custom["action"] == learned["action"]
     assert max(custom["probs"].values()) < max(learned["probs"].values())
 
-    missing = runner.invoke(app, ["transcribe", str(DEMO_SAMPLE), "--reflector", str(tmp_path / "none.json"), "--trace-db", db])
+    missing = runner.invoke(
+        app, ["transcribe", str(DEMO_SAMPLE), "--reflector", str(tmp_path / "none.json"), "--trace-db", db]
+    )
     assert missing.exit_code != 0
     assert "reflector artifact not found" in str(missing.exception) + missing.output

@@ -12,14 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from speech_hands import SpeechHands
-from speech_hands.errors import ConfigurationError
 from speech_hands.datasets.builtin import esc10, fsdd, librispeech_dev, replay_from_systems, resolve_manifest
-from speech_hands.metrics.labels import LabelRule
 from speech_hands.datasets.manifest import Manifest, ManifestItem
+from speech_hands.errors import ConfigurationError
 from speech_hands.evals.report import build_report, write_report
 from speech_hands.evals.runner import load_results, run_manifest
-from speech_hands.training.supervision import write_supervision
+from speech_hands.metrics.labels import LabelRule
 from speech_hands.text import normalize_english
+from speech_hands.training.supervision import write_supervision
 
 INTERNAL, EXTERNAL = "b1.rnnt_baseline", "s4.s3+nnlm.biasing_100"
 
@@ -118,7 +118,9 @@ def test_run_is_resumable_and_skips_scored_items(dev_subset, tmp_path):
         fh.write('{"id": "1688-142285-0009", "task": "a')
     resumed: list[str] = []
     with _replay_agent(dev_subset, tmp_path) as agent:
-        results = run_manifest(agent, dev_subset, results_path, on_result=lambda r: resumed.append(r.id), show_progress=False)
+        results = run_manifest(
+            agent, dev_subset, results_path, on_result=lambda r: resumed.append(r.id), show_progress=False
+        )
     assert len(resumed) == 7 and not set(resumed) & set(seen)
     assert [r.id for r in results] == [i.id for i in dev_subset]
 
@@ -180,7 +182,10 @@ def test_supervision_files(dev_subset, tmp_path):
     counts = write_supervision(results, tmp_path / "labels", LabelRule())
     assert sum(counts[a] for a in ("internal", "external", "rewrite")) == 12
     sft = [json.loads(line) for line in (tmp_path / "labels" / "sft.jsonl").read_text().splitlines()]
-    per_file = {a: len((tmp_path / "labels" / f"{a}.jsonl").read_text().splitlines()) for a in ("internal", "external", "rewrite")}
+    per_file = {
+        a: len((tmp_path / "labels" / f"{a}.jsonl").read_text().splitlines())
+        for a in ("internal", "external", "rewrite")
+    }
     assert per_file == {a: counts[a] for a in per_file}
     gold = {i.id: i.reference for i in dev_subset}
     for record in sft:
@@ -199,8 +204,20 @@ def test_eval_run_report_and_labels_commands(tmp_path, shared_data, monkeypatch)
     monkeypatch.setenv("SPEECH_HANDS_SHARED_DATA", str(shared_data))
     runner = CliRunner()
     out = tmp_path / "run"
-    args = ["eval", "run", "librispeech-dev", "--internal-system", INTERNAL, "--external-system", EXTERNAL,
-            "--limit", "6", "--out", str(out), "--no-plots"]
+    args = [
+        "eval",
+        "run",
+        "librispeech-dev",
+        "--internal-system",
+        INTERNAL,
+        "--external-system",
+        EXTERNAL,
+        "--limit",
+        "6",
+        "--out",
+        str(out),
+        "--no-plots",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "oracle router" in result.output and (out / "report.md").exists()
@@ -239,6 +256,7 @@ def test_compare_two_runs_item_by_item(shared_data, tmp_path):
     """`eval compare`: two replayed runs whose agents keep different recorded systems (the policy
     keeps the internal one), so their WERs are those systems' WERs, checked independently."""
     from doubles import CountingRewriter, ScriptedPolicy
+
     from speech_hands.cli import app
     from speech_hands.evals.compare import compare_runs
     from speech_hands.types import Action
@@ -260,7 +278,9 @@ def test_compare_two_runs_item_by_item(shared_data, tmp_path):
     assert items.estimate == pytest.approx(1 - c.errors_a / c.errors_b) and items.low < items.estimate < items.high
     assert speakers.clusters == 6
 
-    result = CliRunner().invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c.json")])
+    result = CliRunner().invoke(
+        app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c.json")]
+    )
     assert result.exit_code == 0, result.output
     assert "60 common items" in result.output and "resampling speakers" in result.output
     assert json.loads((tmp_path / "c.json").read_text())["errors_a"] == c.errors_a
@@ -281,14 +301,33 @@ def test_paper_nbest_file_becomes_a_replayable_manifest(tmp_path, shared_data):
     audio_root = shared_data / "librispeech_other_dev"
     refs = {i.id: i.reference for i in librispeech_dev(shared_data)}
     nbest = tmp_path / "librispeech_test_other_parakeet_5_best.jsonl"
-    _write_lines(nbest, [
-        {"audio": str(audio_root / u.split("-")[0] / f"{u}.flac"), "gold": refs[u], "parakeet_nbest": [refs[u].upper(), "noise"]}
-        for u in uids
-    ])
+    _write_lines(
+        nbest,
+        [
+            {
+                "audio": str(audio_root / u.split("-")[0] / f"{u}.flac"),
+                "gold": refs[u],
+                "parakeet_nbest": [refs[u].upper(), "noise"],
+            }
+            for u in uids
+        ],
+    )
     (tmp_path / "own.tsv").write_text(f"{uids[0]}\tnow don t force him\n{uids[1]}\tthere is iron\n")
     out = tmp_path / "imported"
-    result = CliRunner().invoke(app, ["eval", "import-nbest", str(nbest), "--root", str(audio_root), "--out", str(out),
-                                      "--internal", str(tmp_path / "own.tsv")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "import-nbest",
+            str(nbest),
+            "--root",
+            str(audio_root),
+            "--out",
+            str(out),
+            "--internal",
+            str(tmp_path / "own.tsv"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = Manifest.load(out / "manifest.jsonl", root=audio_root)
     assert [i.id for i in manifest] == uids and manifest.items[0].dataset == "librispeech_test_other_parakeet"
@@ -308,12 +347,20 @@ def test_audioqa_report_over_the_papers_recorded_cases(shared_data, tmp_path):
 
     cases = json.loads((shared_data / "speech_hands_demo_cases.json").read_text())["audio_qa"]
     items = [
-        ManifestItem(id=c["id"], question=c["question"], choices=c["choices"], answer=c["gold_answer"],
-                     dataset="dcase2025-dev", category="bio" if i < 4 else "scape")
+        ManifestItem(
+            id=c["id"],
+            question=c["question"],
+            choices=c["choices"],
+            answer=c["gold_answer"],
+            dataset="dcase2025-dev",
+            category="bio" if i < 4 else "scape",
+        )
         for i, c in enumerate(cases)
     ]
     manifest = Manifest(items, tmp_path, name="dcase-demo")
-    store = ReplayStore([r for r in records_from_demo_cases(shared_data / "speech_hands_demo_cases.json") if r.question])
+    store = ReplayStore(
+        [r for r in records_from_demo_cases(shared_data / "speech_hands_demo_cases.json") if r.question]
+    )
     with SpeechHands.from_replay(store, question_answering=True, trace_db=":memory:") as agent:
         results = run_manifest(agent, manifest, tmp_path / "r.jsonl", show_progress=False)
     report = write_report(results, tmp_path / "out", name="dcase-demo")

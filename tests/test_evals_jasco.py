@@ -22,8 +22,20 @@ from speech_hands.evals.jasco import (
     score_verdicts,
 )
 
-COLUMNS = ["id", "audio", "n_frames", "audio_sound", "spoken_text", "prompt", "with_speech", "audio_only_target",
-           "speech_only_target", "target_keywords", "tgt_text", "allm_output"]
+COLUMNS = [
+    "id",
+    "audio",
+    "n_frames",
+    "audio_sound",
+    "spoken_text",
+    "prompt",
+    "with_speech",
+    "audio_only_target",
+    "speech_only_target",
+    "target_keywords",
+    "tgt_text",
+    "allm_output",
+]
 
 
 def write_csv(path, clips=2, variants=2):
@@ -32,13 +44,22 @@ def write_csv(path, clips=2, variants=2):
         writer.writeheader()
         for clip in range(1, clips + 1):
             for v in range(variants):
-                writer.writerow({
-                    "id": clip, "audio": f"{{data_folder}}/{clip}.wav", "n_frames": 16000,
-                    "audio_sound": "kettle whistling", "spoken_text": "Who wants milk in theirs?",
-                    "prompt": INSTRUCTIONS[v], "with_speech": True,
-                    "audio_only_target": "Someone is boiling water.", "speech_only_target": "They are offering milk.",
-                    "target_keywords": "tea", "tgt_text": "They are making tea.", "allm_output": f"answer {clip}-{v}",
-                })
+                writer.writerow(
+                    {
+                        "id": clip,
+                        "audio": f"{{data_folder}}/{clip}.wav",
+                        "n_frames": 16000,
+                        "audio_sound": "kettle whistling",
+                        "spoken_text": "Who wants milk in theirs?",
+                        "prompt": INSTRUCTIONS[v],
+                        "with_speech": True,
+                        "audio_only_target": "Someone is boiling water.",
+                        "speech_only_target": "They are offering milk.",
+                        "target_keywords": "tea",
+                        "tgt_text": "They are making tea.",
+                        "allm_output": f"answer {clip}-{v}",
+                    }
+                )
     return path
 
 
@@ -50,8 +71,16 @@ def test_csv_and_prompt(tmp_path):
     rows = load_jasco_csv(write_csv(tmp_path / "j.csv"))
     assert len(rows) == 4 and rows[0].tgt_text == "They are making tea."
     prompt = judge_prompt(rows[1])
-    for part in ("kettle whistling", "Who wants milk", INSTRUCTIONS[1], "They are making tea.", "tea", "answer 1-1",
-                 "Rating:", "Orientation: Audio-Oriented/Speech-Oriented/Both/Neither"):
+    for part in (
+        "kettle whistling",
+        "Who wants milk",
+        INSTRUCTIONS[1],
+        "They are making tea.",
+        "tea",
+        "answer 1-1",
+        "Rating:",
+        "Orientation: Audio-Oriented/Speech-Oriented/Both/Neither",
+    ):
         assert part in prompt
     assert "{" not in prompt
 
@@ -83,7 +112,7 @@ def test_parse_judge_output(reply, rating, orientation):
 def test_scores_best_mean_and_dependence_by_hand(tmp_path):
     rows = load_jasco_csv(write_csv(tmp_path / "j.csv"))
     verdicts = [
-        JudgeVerdict(judge="j", rating=2, orientation="both"),   # clip 1: best 2
+        JudgeVerdict(judge="j", rating=2, orientation="both"),  # clip 1: best 2
         JudgeVerdict(judge="j", rating=2, orientation="audio"),  # right answer, one modality: scores 0
         JudgeVerdict(judge="j", rating=1, orientation="speech"),  # clip 2: 0
         JudgeVerdict(judge="j", rating=None, orientation=None),  # unparseable: 0, counted
@@ -100,7 +129,11 @@ def test_judges_are_asked_averaged_and_restated(tmp_path):
     strict = FakeListChatModel(responses=["Rating: 2\nOrientation: Both", "Rating: 1\nOrientation: Both"])
     # second judge forgets the orientation once; the restate request answers "Speech-Oriented"
     forgetful = FakeListChatModel(
-        responses=["Rating: 1\nExplanation2: it follows the speech", "Speech-Oriented", "Rating: 0\nOrientation: Audio-Oriented"]
+        responses=[
+            "Rating: 1\nExplanation2: it follows the speech",
+            "Speech-Oriented",
+            "Rating: 0\nOrientation: Audio-Oriented",
+        ]
     )
     verdicts = judge_rows(rows, [strict, forgetful], show_progress=False)
     assert [v.score for v in verdicts[0]] == [2, 1]

@@ -84,7 +84,9 @@ def test_external_when_some_nbest_entry_is_better():
     assert label.action is Action.EXTERNAL
     assert (label.external_tool, label.external_rank) == ("asr", 1)
     # with top-1 only, the external candidate is worse and internal wins
-    top1 = asr_gold_action("the cat sat", "the bat sat", {"asr": ["a cat", "the cat sat"]}, rule=LabelRule(oracle_external=False))
+    top1 = asr_gold_action(
+        "the cat sat", "the bat sat", {"asr": ["a cat", "the cat sat"]}, rule=LabelRule(oracle_external=False)
+    )
     assert top1.action is Action.INTERNAL
 
 
@@ -120,8 +122,14 @@ CHOICES = ["A. Near the end", "B. In the middle", "C. At the beginning"]
 
 
 def test_qa_labels_follow_the_paper_order():
-    assert qa_gold_action("B. In the middle", CHOICES, "b in the middle", {"af3": ["C. At the beginning"]}).action is Action.INTERNAL
-    assert qa_gold_action("C. At the beginning", CHOICES, "b in the middle", {"af3": ["C. At the beginning"]}).action is Action.EXTERNAL
+    assert (
+        qa_gold_action("B. In the middle", CHOICES, "b in the middle", {"af3": ["C. At the beginning"]}).action
+        is Action.INTERNAL
+    )
+    assert (
+        qa_gold_action("C. At the beginning", CHOICES, "b in the middle", {"af3": ["C. At the beginning"]}).action
+        is Action.EXTERNAL
+    )
     assert qa_gold_action("A. Near the end", CHOICES, "B", {"af3": ["C"]}).action is Action.REWRITE
     samples = {"af3": ["C", "A"]}
     assert qa_gold_action("A. Near the end", CHOICES, "B", samples).action is Action.REWRITE
@@ -177,7 +185,9 @@ def test_labels_reproduce_the_papers_recorded_qa_cases(shared_data):
 
     cases = json.loads((shared_data / "speech_hands_demo_cases.json").read_text())["audio_qa"]
     for case in cases:
-        label = qa_gold_action(case["gold_answer"], case["choices"], case["internal_prediction"], {"af3": [case["external_prediction"]]})
+        label = qa_gold_action(
+            case["gold_answer"], case["choices"], case["internal_prediction"], {"af3": [case["external_prediction"]]}
+        )
         assert label.action.value == case["gold_action"], case["id"]
 
 
@@ -188,7 +198,10 @@ def test_labels_reproduce_the_papers_recorded_asr_cases(shared_data):
 
     cases = json.loads((shared_data / "speech_hands_demo_cases.json").read_text())["asr"]
     rule = LabelRule(rule="threshold", normalizer="basic")
-    got = [asr_gold_action(c["reference"], c["internal_prediction"], {"p": c["external_nbest"]}, rule=rule).action.value for c in cases]
+    got = [
+        asr_gold_action(c["reference"], c["internal_prediction"], {"p": c["external_nbest"]}, rule=rule).action.value
+        for c in cases
+    ]
     assert got == [c["gold_action"] for c in cases] == ["internal", "external", "rewrite"]
 
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jiwer
 import numpy as np
 import pytest
-
 from conftest import dev_flac
+
 from speech_hands.audio import audio_from_array, load_audio
-from speech_hands.errors import ConfigurationError
-from speech_hands.text import normalize_english
 from speech_hands.backends.faster_whisper import FasterWhisperASR, split_windows
 from speech_hands.backends.weights import BASE_MODEL_BYTES, bundled_model_dir, resolve_model
+from speech_hands.errors import ConfigurationError
+from speech_hands.text import normalize_english
 
 UTT = "1688-142285-0007"
 
@@ -42,7 +43,7 @@ def test_bundled_base_is_joined_to_the_right_size():
 def test_unknown_bundled_model_and_bad_directory(tmp_path):
     with pytest.raises(ConfigurationError, match="bundled models"):
         resolve_model("bundled:large-v9")
-    with pytest.raises(ConfigurationError, match="model.bin"):
+    with pytest.raises(ConfigurationError, match=r"model.bin"):
         resolve_model(str(tmp_path))
 
 
@@ -87,7 +88,7 @@ def test_split_windows_cut_at_quiet_frames():
     spans = split_windows(samples)
     assert spans[0][1] == 16_000 * 27 + 800
     assert all(e - s <= 16_000 * 30 for s, e in spans)
-    assert spans[-1][1] == samples.size and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert spans[-1][1] == samples.size and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
 
 
 def test_8khz_spoken_digit(tiny, shared_data):

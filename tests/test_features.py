@@ -6,10 +6,17 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import dev_flac
+
 from speech_hands.audio import load_audio
-from speech_hands.reflection.learned.features import AUDIO_FEATURES, audio_statistics, candidate_features, pool_from_outputs, reflector_features, word_distance
+from speech_hands.reflection.learned.features import (
+    AUDIO_FEATURES,
+    audio_statistics,
+    candidate_features,
+    pool_from_outputs,
+    reflector_features,
+    word_distance,
+)
 from speech_hands.reflection.learned.scoring import WhisperScorer
 from speech_hands.text import normalize_english
 from speech_hands.types import Hypothesis, ToolOutput
@@ -49,7 +56,11 @@ def test_audio_statistics_on_real_speech(audio):
 
 def test_scorer_prefers_the_true_text_and_counts_end_of_text(audio, scorers):
     base, _ = scorers
-    right, wrong, cut = "You don't mean that you thought me so silly?", "You don't mean that you bought me so silly?", "You don't mean that you thought"
+    right, wrong, cut = (
+        "You don't mean that you thought me so silly?",
+        "You don't mean that you bought me so silly?",
+        "You don't mean that you thought",
+    )
     scores = base.score(audio, [right, wrong, cut])
     assert scores is not None
     s_right, s_wrong, s_cut = scores
@@ -106,8 +117,16 @@ def test_scorer_returns_none_without_audio():
 
 
 def test_pool_dedupes_surface_variants_and_scores_them(audio, scorers):
-    internal = output("whisper-base", "internal", ["You don't mean that you thought me so silly?", "you don't mean that you thought me so silly"])
-    external = output("whisper-tiny.en", "external", ["You don't mean that you thought me so silly.", "You don't mean that you taught me so silly."])
+    internal = output(
+        "whisper-base",
+        "internal",
+        ["You don't mean that you thought me so silly?", "you don't mean that you thought me so silly"],
+    )
+    external = output(
+        "whisper-tiny.en",
+        "external",
+        ["You don't mean that you thought me so silly.", "You don't mean that you taught me so silly."],
+    )
     by_name = {s.asr.name: s for s in scorers}
     pool = pool_from_outputs(
         internal, [external], normalize_english, lambda name, texts: by_name[name].score(audio, texts), list(by_name)
@@ -124,7 +143,7 @@ def test_pool_dedupes_surface_variants_and_scores_them(audio, scorers):
 def test_reflector_features_are_fixed_length_for_any_number_of_sources():
     internal = output("int", "internal", ["a b c d"])
     one = [output("ext1", "external", ["a b x d", "a b c d"])]
-    three = one + [output("ext2", "external", ["a b c"]), output("ext3", "external", ["a y c d"])]
+    three = [*one, output("ext2", "external", ["a b c"]), output("ext3", "external", ["a y c d"])]
     names = None
     for externals in (one, three, []):
         pool = pool_from_outputs(internal, externals, normalize_english)
@@ -133,4 +152,4 @@ def test_reflector_features_are_fixed_length_for_any_number_of_sources():
         names = names or sorted(feats)
         assert sorted(feats) == names
         assert chosen["internal"] == 0
-    assert word_distance("a b c".split(), "a x c d".split()) == 2
+    assert word_distance(["a", "b", "c"], ["a", "x", "c", "d"]) == 2

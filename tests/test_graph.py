@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_wav
 from doubles import (
     CountingRewriter,
@@ -19,6 +18,7 @@ from doubles import (
     SampledPolicy,
     ScriptedPolicy,
 )
+
 from speech_hands import Action, AgentConfig, SpeechHands
 from speech_hands.backends.composed import ComposedOmni
 
@@ -30,7 +30,10 @@ EXTERNAL_TEXT = ["the cat sat on the hat", "a cat sat on the hat"]
 def speech_like(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     t = np.arange(16_000) / 16_000
-    return write_wav(tmp_path / "tone.wav", (0.2 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32))
+    return write_wav(
+        tmp_path / "tone.wav",
+        (0.2 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32),
+    )
 
 
 def make_agent(policy, *, tmp_path: Path, rewriter=None, externals=None, **config) -> SpeechHands:
@@ -104,7 +107,9 @@ def test_a_rewrite_that_raises_keeps_the_latest_internal_answer(tmp_path, speech
 @pytest.mark.parametrize("max_rewrites", [1, 2, 3])
 def test_rewrite_loop_is_bounded(tmp_path, speech_like, max_rewrites):
     rewriter = CountingRewriter()
-    with make_agent(ScriptedPolicy([Action.REWRITE]), tmp_path=tmp_path, rewriter=rewriter, max_rewrites=max_rewrites) as agent:
+    with make_agent(
+        ScriptedPolicy([Action.REWRITE]), tmp_path=tmp_path, rewriter=rewriter, max_rewrites=max_rewrites
+    ) as agent:
         result = agent.invoke(speech_like)
     assert rewriter.calls == max_rewrites
     assert result.rewrite_count == max_rewrites
@@ -174,7 +179,9 @@ def test_failing_tool_is_traced_and_route_proceeds(tmp_path, speech_like):
 
 def test_tool_timeout_is_traced(tmp_path, speech_like):
     externals = [FixedASR("hanging-asr", EXTERNAL_TEXT, delay_s=3.0), FixedASR("external-asr", EXTERNAL_TEXT)]
-    with make_agent(ScriptedPolicy([Action.INTERNAL]), tmp_path=tmp_path, externals=externals, tool_timeout_s=0.3) as agent:
+    with make_agent(
+        ScriptedPolicy([Action.INTERNAL]), tmp_path=tmp_path, externals=externals, tool_timeout_s=0.3
+    ) as agent:
         result = agent.invoke(speech_like)
     hanging = next(o for o in result.candidates if o.tool == "hanging-asr")
     assert hanging.error is not None and hanging.error.timed_out

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from speech_hands.audio import virtual_audio
-from speech_hands.reflection.learned.policy import LearnedPolicy, ReflectorArtifact, merge_same_answers
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.reflection.learned.mbr import Selection, expected_risk, pairwise_word_errors, posterior
+from speech_hands.reflection.learned.policy import LearnedPolicy, ReflectorArtifact, merge_same_answers
 from speech_hands.reflection.learned.rescoring import RescoringRewriter
 from speech_hands.reflection.learned.scoring import CandidateScore
-from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Action, Hypothesis, ToolOutput
 
 OUTLIER = "we will go there now"
@@ -29,7 +29,12 @@ class TableScorer:
         self.table = table
 
     def score(self, audio, texts):
-        return [CandidateScore(text=t, n_tokens=len(t.split()), logprob=self.table[t], eot_logprob=0.0, min_token_logprob=-1) for t in texts]
+        return [
+            CandidateScore(
+                text=t, n_tokens=len(t.split()), logprob=self.table[t], eot_logprob=0.0, min_token_logprob=-1
+            )
+            for t in texts
+        ]
 
 
 def output(tool: str, role: str, texts: list[str]) -> ToolOutput:
@@ -44,7 +49,9 @@ def make_input() -> ReflectionInput:
 
 
 def rewriter(mode: str, alpha: float = 1.0) -> RescoringRewriter:
-    return RescoringRewriter([TableScorer("whisper-base", TABLE)], weights={"whisper-base": 1.0}, selection=Selection(mode, alpha))  # type: ignore[list-item]
+    return RescoringRewriter(
+        [TableScorer("whisper-base", TABLE)], weights={"whisper-base": 1.0}, selection=Selection(mode, alpha)
+    )  # type: ignore[list-item]
 
 
 def test_mbr_picks_the_consensus_where_map_picks_the_outlier():
@@ -57,7 +64,11 @@ def test_mbr_picks_the_consensus_where_map_picks_the_outlier():
     # the expected risk of the consensus, by hand: 6 errors against the outlier, 1 against each variant
     p = np.exp([TABLE[t] for t in texts])
     p /= p.sum()
-    hand = 6 * p[texts.index(OUTLIER)] + 1 * p[texts.index("the cat sat on a mat")] + 1 * p[texts.index("a cat sat on the mat")]
+    hand = (
+        6 * p[texts.index(OUTLIER)]
+        + 1 * p[texts.index("the cat sat on a mat")]
+        + 1 * p[texts.index("a cat sat on the mat")]
+    )
     assert analysis.risk[texts.index(CONSENSUS)] == pytest.approx(hand)
     assert analysis.risk[texts.index(OUTLIER)] > analysis.risk[texts.index(CONSENSUS)]
     # a very sharp posterior is MAP again
@@ -95,7 +106,10 @@ def test_mbr_is_deterministic_and_breaks_ties_by_score_then_order():
     internal = output("whisper-base", "internal", ["x y", "x z"])
     table = {"x y": -2.0, "x z": -1.0}
     tie = RescoringRewriter([TableScorer("m", table)], weights={"m": 1.0}, selection=Selection("mbr", 0.0))  # type: ignore[list-item]
-    assert tie.rewrite(ReflectionInput(audio=virtual_audio("t"), question=None, internal=internal, externals=[])).text == "x z"
+    assert (
+        tie.rewrite(ReflectionInput(audio=virtual_audio("t"), question=None, internal=internal, externals=[])).text
+        == "x z"
+    )
     with pytest.raises(ValueError):
         Selection("argmax")  # type: ignore[arg-type]
 

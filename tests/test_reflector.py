@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from speech_hands.audio import virtual_audio
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.reflection.learned.policy import LearnedPolicy, ReflectorArtifact, softmax
 from speech_hands.reflection.learned.rescoring import RescoringRewriter
-from speech_hands.reflection.base import ReflectionInput
 from speech_hands.training.corpus import TrainingItem
+from speech_hands.training.fitting import ACTIONS, fit_temperature
 from speech_hands.training.pipeline import final_fit
 from speech_hands.training.recipe import Recipe
 from speech_hands.training.records import PoolRecord
-from speech_hands.training.fitting import ACTIONS, fit_temperature
 from speech_hands.types import Action, Hypothesis, ToolOutput
 
 
@@ -60,13 +60,21 @@ def _record(uid: str, speaker: str, ref: str, base: list[str], tiny: list[str], 
     rng = random.Random(seed)
     texts = sorted(set(base) | set(tiny))
     scores = {
-        "whisper-base": {t: [-0.3 * len(t.split()) - (0 if t == ref else 2 + rng.random()), -0.2, float(len(t.split())), -1.0] for t in texts},
-        "whisper-tiny.en": {t: [-0.4 * len(t.split()) - (0 if t == ref else 1 + rng.random()), -0.3, float(len(t.split())), -1.0] for t in texts},
+        "whisper-base": {
+            t: [-0.3 * len(t.split()) - (0 if t == ref else 2 + rng.random()), -0.2, float(len(t.split())), -1.0]
+            for t in texts
+        },
+        "whisper-tiny.en": {
+            t: [-0.4 * len(t.split()) - (0 if t == ref else 1 + rng.random()), -0.3, float(len(t.split())), -1.0]
+            for t in texts
+        },
     }
 
     def out(tool: str, role: str, hyps: list[str]) -> ToolOutput:
         return ToolOutput(
-            tool=tool, role=role, hypotheses=[Hypothesis(text=t, score=-0.1 * (i + 1), source=tool, rank=i) for i, t in enumerate(hyps)]
+            tool=tool,
+            role=role,
+            hypotheses=[Hypothesis(text=t, score=-0.1 * (i + 1), source=tool, rank=i) for i, t in enumerate(hyps)],
         )
 
     item = TrainingItem(id=uid, group=speaker, origin="librispeech", audio=f"/nonexistent/{uid}.flac", reference=ref)
@@ -149,7 +157,9 @@ def test_recipe_code_path_is_seeded_and_yields_a_working_policy(tmp_path):
     rewriter = RescoringRewriter([], weights=loaded.weights)
     rewriter.scorers = {name: _StoredScorer(rec, name) for name in rec.scores}  # type: ignore[assignment]
     policy = LearnedPolicy(loaded, rewriter)
-    inp = ReflectionInput(audio=virtual_audio(rec.item.id), question=None, internal=rec.internal, externals=rec.externals)
+    inp = ReflectionInput(
+        audio=virtual_audio(rec.item.id), question=None, internal=rec.internal, externals=rec.externals
+    )
     decision = policy.reflect(inp)
     assert sum(decision.probs.values()) == pytest.approx(1.0)
     assert decision.action in (Action.EXTERNAL, Action.REWRITE)
@@ -180,7 +190,7 @@ def test_mbr_recipe_code_path_fits_alpha_inside_folds_and_is_seeded():
     assert info_a["selection"] == "mbr" and info_a["alpha"] in recipe.mbr_alphas
     assert model_a.feature_names == ["risk_internal", "risk_external", "risk_rewrite"]
     np.testing.assert_array_equal(model_a.coef, -np.eye(3))  # the Bayes decision: no learned weights
-    assert 0 < model_a.temperature
+    assert model_a.temperature > 0
 
 
 def test_recipe_trains_on_any_manifest_with_speakers(shared_data, tmp_path):
@@ -194,7 +204,18 @@ def test_recipe_trains_on_any_manifest_with_speakers(shared_data, tmp_path):
     fsdd = real_items("fsdd", shared_data)
     assert len(fsdd) == 300 and all(i.real and i.origin == "manifest" for i in fsdd)
     assert {i.group for i in fsdd} == {i.id.split("_")[1] for i in fsdd}  # speaker names, not items
-    assert {i.reference for i in fsdd} == {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+    assert {i.reference for i in fsdd} == {
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+    }
     # the default recipe still reads the LibriSpeech folder
     dev = recipe_items(Recipe(), shared_data, tmp_path)
     assert len(dev) == 60 and all(i.origin == "librispeech" and i.real for i in dev)
@@ -221,7 +242,10 @@ def test_recipe_trains_on_any_manifest_with_speakers(shared_data, tmp_path):
     assert items[0].audio == str(audio)
 
     only_qa = tmp_path / "qa.jsonl"
-    only_qa.write_text(json.dumps({"id": "q", "audio": "clips/3_theo_0.wav", "question": "what?", "choices": ["x"], "answer": "x"}) + "\n")
+    only_qa.write_text(
+        json.dumps({"id": "q", "audio": "clips/3_theo_0.wav", "question": "what?", "choices": ["x"], "answer": "x"})
+        + "\n"
+    )
     with pytest.raises(ConfigurationError, match="no items with both audio and a reference"):
         real_items(str(only_qa), shared_data)
     with pytest.raises(ConfigurationError, match="unknown dataset"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from doubles import CountingRewriter, ScriptedPolicy
+
 from speech_hands import Action, ConfigurationError, SpeechHands
 from speech_hands.backends.replay import ReplayRecord, ReplayStore, records_from_demo_cases
 
@@ -22,7 +22,10 @@ def test_demo_cases_become_records(demo_store, shared_data):
     record = demo_store.get("533-131564-0011")
     assert record.internal[0].text == "now don t force him to attempt the theft"
     (nbest,) = record.external.values()
-    assert [h.text for h in nbest] == ["Now, don't burst into a tempest at that.", "Now, don't force into a tempest at Ted."]
+    assert [h.text for h in nbest] == [
+        "Now, don't burst into a tempest at that.",
+        "Now, don't force into a tempest at Ted.",
+    ]
 
 
 def test_jsonl_round_trip(tmp_path, demo_store):
@@ -36,16 +39,21 @@ def test_jsonl_round_trip(tmp_path, demo_store):
 def test_bad_replay_file_names_the_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "a", "internal": ["x"]}\n{"internal": ["no id"]}\n')
-    with pytest.raises(ConfigurationError, match="bad.jsonl:2"):
+    with pytest.raises(ConfigurationError, match=r"bad.jsonl:2"):
         ReplayStore.from_jsonl(path)
 
 
 @pytest.mark.parametrize(
     ("action", "expected"),
-    [(Action.INTERNAL, "now don t force him to attempt the theft"), (Action.EXTERNAL, "Now, don't burst into a tempest at that.")],
+    [
+        (Action.INTERNAL, "now don t force him to attempt the theft"),
+        (Action.EXTERNAL, "Now, don't burst into a tempest at that."),
+    ],
 )
 def test_routing_over_recorded_asr_outputs(demo_store, action, expected):
-    with SpeechHands.from_replay(demo_store, policy=ScriptedPolicy([action]), rewriter=CountingRewriter(), trace_db=":memory:") as agent:
+    with SpeechHands.from_replay(
+        demo_store, policy=ScriptedPolicy([action]), rewriter=CountingRewriter(), trace_db=":memory:"
+    ) as agent:
         result = agent.invoke(None, utterance_id="533-131564-0011")
     assert result.audio.is_virtual
     assert result.answer == expected and result.action is action
@@ -53,18 +61,28 @@ def test_routing_over_recorded_asr_outputs(demo_store, action, expected):
 
 def test_recorded_audioqa_needs_question_answering_agent(demo_store):
     record = demo_store.get("dev_audio_00486")
-    with SpeechHands.from_replay(demo_store, policy=ScriptedPolicy([Action.EXTERNAL]), rewriter=CountingRewriter(), trace_db=":memory:") as asr_agent:
-        with pytest.raises(ConfigurationError, match="cannot answer a question"):
-            asr_agent.invoke(None, record.question, utterance_id=record.id)
+    with (
+        SpeechHands.from_replay(
+            demo_store, policy=ScriptedPolicy([Action.EXTERNAL]), rewriter=CountingRewriter(), trace_db=":memory:"
+        ) as asr_agent,
+        pytest.raises(ConfigurationError, match="cannot answer a question"),
+    ):
+        asr_agent.invoke(None, record.question, utterance_id=record.id)
     with SpeechHands.from_replay(
-        demo_store, question_answering=True, policy=ScriptedPolicy([Action.EXTERNAL]), rewriter=CountingRewriter(), trace_db=":memory:"
+        demo_store,
+        question_answering=True,
+        policy=ScriptedPolicy([Action.EXTERNAL]),
+        rewriter=CountingRewriter(),
+        trace_db=":memory:",
     ) as qa_agent:
         result = qa_agent.invoke(None, record.question, utterance_id=record.id)
     assert result.answer == "C. An earthquake"
 
 
 def test_unknown_utterance_is_a_traced_tool_failure(demo_store):
-    with SpeechHands.from_replay(demo_store, policy=ScriptedPolicy([Action.INTERNAL]), rewriter=CountingRewriter(), trace_db=":memory:") as agent:
+    with SpeechHands.from_replay(
+        demo_store, policy=ScriptedPolicy([Action.INTERNAL]), rewriter=CountingRewriter(), trace_db=":memory:"
+    ) as agent:
         result = agent.invoke(None, utterance_id="never-recorded")
     assert result.action is None
     assert "no recorded output" in result.skipped_reason

@@ -5,13 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import dev_flac
+
 from speech_hands.audio import load_audio, virtual_audio
-from speech_hands.reflection.learned.rescoring import PromptedCandidates, PromptedRedecodeRewriter, RescoringRewriter
-from speech_hands.reflection.rewrite import AlignmentVotingRewriter
-from speech_hands.reflection.learned.scoring import CandidateScore
 from speech_hands.reflection.base import ReflectionInput
+from speech_hands.reflection.learned.rescoring import PromptedCandidates, PromptedRedecodeRewriter, RescoringRewriter
+from speech_hands.reflection.learned.scoring import CandidateScore
+from speech_hands.reflection.rewrite import AlignmentVotingRewriter
 from speech_hands.types import Hypothesis, ToolOutput
 
 
@@ -31,7 +31,13 @@ class TableScorer:
     def score(self, audio, texts):
         self.calls += 1
         return [
-            CandidateScore(text=t, n_tokens=len(t.split()), logprob=self.table[t][0], eot_logprob=self.table[t][1], min_token_logprob=-1)
+            CandidateScore(
+                text=t,
+                n_tokens=len(t.split()),
+                logprob=self.table[t][0],
+                eot_logprob=self.table[t][1],
+                min_token_logprob=-1,
+            )
             for t in texts
         ]
 
@@ -61,7 +67,12 @@ def test_rescoring_picks_the_candidate_both_models_prefer():
 def test_rescoring_pools_case_and_punctuation_variants_and_caches():
     internal = output("a", "internal", ["Hello, world.", "hello word"])
     external = output("b", "external", ["hello world", "Hello word!"])
-    table = {"Hello, world.": (-3.0, -0.1), "hello world": (-3.2, -0.1), "hello word": (-2.95, -0.1), "Hello word!": (-4.0, -0.1)}
+    table = {
+        "Hello, world.": (-3.0, -0.1),
+        "hello world": (-3.2, -0.1),
+        "hello word": (-2.95, -0.1),
+        "Hello word!": (-4.0, -0.1),
+    }
     scorer = TableScorer("m", table)
     rewriter = RescoringRewriter([scorer], weights={"m": 1.0})
     inp = inp_of(internal, external)

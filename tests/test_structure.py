@@ -123,7 +123,10 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_function_level_imports():
     edges = import_graph()
     # cli imports the agent inside its command functions only
-    assert "speech_hands.agent" in edges["speech_hands.cli"] or "speech_hands.agent.speech_hands" in edges["speech_hands.cli"]
+    assert (
+        "speech_hands.agent" in edges["speech_hands.cli"]
+        or "speech_hands.agent.speech_hands" in edges["speech_hands.cli"]
+    )
 
 
 def test_no_import_cycle():

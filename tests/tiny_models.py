@@ -59,7 +59,9 @@ def corpus(shared_data: Path) -> list[str]:
     return texts
 
 
-def build_tokenizer(shared_data: Path, *, action_tokens: bool, extra_specials: tuple[str, ...] = (), vocab: int = 700) -> Any:
+def build_tokenizer(
+    shared_data: Path, *, action_tokens: bool, extra_specials: tuple[str, ...] = (), vocab: int = 700
+) -> Any:
     """A Qwen2Tokenizer over a tiny byte-level BPE (trained offline)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
@@ -128,7 +130,9 @@ def build_qwen_omni(
         audio_config=dict(
             num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32, output_dim=64
         ),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[0]),
+        vision_config=dict(
+            depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[0]
+        ),
         audio_token_index=ids("<|AUDIO|>"),
         image_token_index=ids("<|IMAGE|>"),
         video_token_index=ids("<|VIDEO|>"),
@@ -139,7 +143,9 @@ def build_qwen_omni(
     )
     torch.manual_seed(seed)
     if layout == "full":
-        model = Qwen2_5OmniForConditionalGeneration(Qwen2_5OmniConfig(thinker_config=config.to_dict(), enable_audio_output=False))
+        model = Qwen2_5OmniForConditionalGeneration(
+            Qwen2_5OmniConfig(thinker_config=config.to_dict(), enable_audio_output=False)
+        )
     else:
         model = Qwen2_5OmniThinkerForConditionalGeneration(config)
     model.generation_config.eos_token_id = ids("<|im_end|>")

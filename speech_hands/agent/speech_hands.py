@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
 from speech_hands.assembly import build_parts, default_config
+from speech_hands.audio import AudioInput, AudioStore, load_audio, virtual_audio
+from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
 from speech_hands.config import MEMORY, AgentConfig
-from speech_hands.graphs.state import result_from_state
-from speech_hands.audio import AudioStore, load_audio, virtual_audio
 from speech_hands.errors import ConfigurationError
 from speech_hands.graphs.routing import RoutingGraph, RoutingSettings
-from speech_hands.graphs.state import fresh_input
-from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
-from speech_hands.audio import AudioInput
+from speech_hands.graphs.state import fresh_input, result_from_state
 from speech_hands.graphs.tools import PerceptionTool, as_tool, omni_predict_tool
 from speech_hands.tracing.trace import DecisionTrace, read_trace
 from speech_hands.types import AgentResult
@@ -154,9 +152,9 @@ class SpeechHands:
         """Route over recorded outputs (see :mod:`speech_hands.backends.replay`): no model runs, only the
         policy and the rewrite. ``external_tools`` picks which recorded tools take part (default all);
         ``internal_name`` names the recorded internal prediction's tool in results and traces."""
-        from speech_hands.reflection.confidence import ConfidencePolicy
         from speech_hands.backends.composed import ComposedOmni
         from speech_hands.backends.replay import INTERNAL, ReplayASR, ReplayCaption, ReplayStore
+        from speech_hands.reflection.confidence import ConfidencePolicy
 
         if rewriter is None:
             from speech_hands.reflection.rewrite import AlignmentVotingRewriter
@@ -223,9 +221,7 @@ class SpeechHands:
     ) -> AgentResult:
         """Async :meth:`invoke`. The backends are blocking CPU/GPU work, so the run happens in a worker
         thread and the event loop stays free."""
-        return await asyncio.to_thread(
-            self.invoke, audio, question, thread_id=thread_id, utterance_id=utterance_id
-        )
+        return await asyncio.to_thread(self.invoke, audio, question, thread_id=thread_id, utterance_id=utterance_id)
 
     def batch(
         self,

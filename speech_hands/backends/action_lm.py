@@ -33,15 +33,16 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
-from speech_hands.errors import ConfigurationError
-from speech_hands.text import NormalizerName, get_normalizer
-from speech_hands.reflection import action_tokens as at
 from speech_hands.audio import AudioInput
-from speech_hands.reflection.base import ReflectionInput
 from speech_hands.backends.loading import Loaded, dtype_name, missing_extra, resolve_device, resolve_dtype, shared_model
+from speech_hands.errors import ConfigurationError
+from speech_hands.reflection import action_tokens as at
+from speech_hands.reflection.base import ReflectionInput
+from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.types import ACTION_TOKENS, Action, Hypothesis, Reflection, ToolKind
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,9 @@ class ActionTokenLM:
         messages.append({"role": "user", "content": prompt})
         return messages
 
-    def _encode(self, loaded: Loaded, prompts: Sequence[str], audios: Sequence[AudioInput | None], prefix: Sequence[str]) -> Any:
+    def _encode(
+        self, loaded: Loaded, prompts: Sequence[str], audios: Sequence[AudioInput | None], prefix: Sequence[str]
+    ) -> Any:
         """Tensors for a batch of chat turns, each followed by its assistant ``prefix`` (left padding)."""
         tokenizer = loaded.extras["tokenizer"]
         texts = [
@@ -295,7 +298,9 @@ class ActionTokenLM:
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if isinstance(eos, list) else eos)
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if isinstance(eos, list) else eos)
+        )
         config = transformers.GenerationConfig(
             max_new_tokens=max_new_tokens or self.max_new_tokens,
             do_sample=sample,

@@ -13,14 +13,15 @@ ordered by their mean log-probability per token, duplicates merged. Sampling use
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+from speech_hands.audio import AudioInput
+from speech_hands.backends.action_lm import import_transformers
+from speech_hands.backends.loading import Loaded, dtype_name, resolve_device, resolve_dtype, shared_model
 from speech_hands.errors import ConfigurationError
 from speech_hands.prompts import audio_caption_prompt
-from speech_hands.backends.action_lm import import_transformers
 from speech_hands.reflection.action_tokens import clean_answer
-from speech_hands.audio import AudioInput
-from speech_hands.backends.loading import Loaded, dtype_name, resolve_device, resolve_dtype, shared_model
 from speech_hands.types import Hypothesis
 
 
@@ -65,7 +66,9 @@ class AudioFlamingo3:
             kwargs["device_map"] = self.device_map
         try:
             model = transformers.AudioFlamingo3ForConditionalGeneration.from_pretrained(self.model_spec, **kwargs)
-            processor = transformers.AutoProcessor.from_pretrained(self.model_spec, local_files_only=self.local_files_only)
+            processor = transformers.AutoProcessor.from_pretrained(
+                self.model_spec, local_files_only=self.local_files_only
+            )
         except (OSError, ValueError) as exc:
             raise ConfigurationError(
                 f"cannot load Audio Flamingo 3 from {self.model_spec!r} ({type(exc).__name__}: {exc}). Use the "
@@ -104,7 +107,9 @@ class AudioFlamingo3:
             out[key] = value.to(embeddings.dtype) if value.is_floating_point() else value
         return out
 
-    def _generate(self, audios: Sequence[AudioInput], prompts: Sequence[str], *, samples: int) -> list[list[tuple[str, float | None]]]:
+    def _generate(
+        self, audios: Sequence[AudioInput], prompts: Sequence[str], *, samples: int
+    ) -> list[list[tuple[str, float | None]]]:
         import torch
 
         transformers = import_transformers()
@@ -137,7 +142,12 @@ class AudioFlamingo3:
         for seq, scores in zip(out.sequences[:, start:].tolist(), steps.float().tolist()):
             n = next((i for i, t in enumerate(seq) if t in eos_ids), len(seq))
             kept = scores[: min(n + 1, len(scores))]
-            rows.append((clean_answer(tokenizer.decode(seq[:n], skip_special_tokens=True)), sum(kept) / len(kept) if kept else None))
+            rows.append(
+                (
+                    clean_answer(tokenizer.decode(seq[:n], skip_special_tokens=True)),
+                    sum(kept) / len(kept) if kept else None,
+                )
+            )
         return [rows[i * samples : (i + 1) * samples] for i in range(len(audios))]
 
     def _hypotheses(self, drawn: list[tuple[str, float | None]]) -> list[Hypothesis]:

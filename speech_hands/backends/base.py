@@ -13,6 +13,7 @@ from speech_hands.audio import AudioInput
 from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Hypothesis, Reflection, ToolKind
 
+
 @runtime_checkable
 class ASRBackend(Protocol):
     """Speech recognition returning an N-best list, best first."""

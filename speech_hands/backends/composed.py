@@ -8,8 +8,8 @@ implements :class:`~speech_hands.backends.base.OmniBackend` directly and replace
 
 from __future__ import annotations
 
-from speech_hands.backends.base import ASRBackend, CaptionBackend
 from speech_hands.audio import AudioInput
+from speech_hands.backends.base import ASRBackend, CaptionBackend
 from speech_hands.reflection.base import ReflectionInput, ReflectionPolicy, RewriteStrategy
 from speech_hands.types import Hypothesis, Reflection, ToolKind
 

@@ -24,14 +24,15 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from speech_hands.errors import ConfigurationError
 from speech_hands.audio import AudioInput
 from speech_hands.backends.weights import BUNDLED_PREFIX, resolve_model
 from speech_hands.backends.windows import nbest_over_windows, split_windows
+from speech_hands.errors import ConfigurationError
 from speech_hands.types import Hypothesis
 
 __all__ = ["FasterWhisperASR", "load_whisper", "split_windows"]
@@ -204,7 +205,9 @@ class FasterWhisperASR:
         if model.model.is_multilingual and language is None:
             detected = model.model.detect_language(encoded)[0][0][0]  # e.g. "<|en|>"
             language = detected.strip("<|>")
-        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language or "en")
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language or "en"
+        )
         return [*tokenizer.sot_sequence, tokenizer.no_timestamps]
 
     def _decode_windows(self, windows: list[np.ndarray], n_best: int) -> list[list[tuple[str, float]]]:

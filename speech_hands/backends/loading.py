@@ -15,8 +15,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Literal
+from typing import Any, Literal
 
 from speech_hands.errors import ConfigurationError
 

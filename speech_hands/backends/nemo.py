@@ -31,9 +31,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from speech_hands.errors import ConfigurationError
 from speech_hands.audio import AudioInput
 from speech_hands.backends.loading import Loaded, missing_extra, resolve_device, shared_model
+from speech_hands.errors import ConfigurationError
 from speech_hands.types import Hypothesis
 
 DEFAULT_PROMPT = {"source_lang": "en", "target_lang": "en", "pnc": "yes"}

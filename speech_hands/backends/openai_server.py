@@ -38,12 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from speech_hands.audio import SAMPLE_RATE, AudioInput
 from speech_hands.errors import ConfigurationError, ModelOutputError, ToolFailure
 from speech_hands.prompts import asr_transcription_prompt, audioqa_answer_prompt
-from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.reflection import action_tokens as at
-from speech_hands.audio import SAMPLE_RATE, AudioInput
 from speech_hands.reflection.base import ReflectionInput
+from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.types import Action, Hypothesis, Reflection, ToolKind
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,9 @@ class HTTPClient:
         )
         self.attempts = 0  # total requests sent (tests and logs read it)
 
-    def post(self, path: str, *, json: dict[str, Any] | None = None, files: Any = None, data: Any = None) -> dict[str, Any]:
+    def post(
+        self, path: str, *, json: dict[str, Any] | None = None, files: Any = None, data: Any = None
+    ) -> dict[str, Any]:
         import httpx
 
         last = ""
@@ -114,9 +116,7 @@ class HTTPClient:
                 last = f"HTTP {response.status_code}: {response.text[:300]}"
                 continue
             if response.status_code >= 400:
-                raise ToolFailure(
-                    f"{self.base_url}{path} answered HTTP {response.status_code}: {response.text[:500]}"
-                )
+                raise ToolFailure(f"{self.base_url}{path} answered HTTP {response.status_code}: {response.text[:500]}")
             try:
                 return response.json()
             except ValueError as exc:
@@ -156,7 +156,9 @@ class OpenAIServerOmni:
         self.task = task
         self.kind: ToolKind = "asr" if task == "asr" else "answer"
         self.name = name or model.rstrip("/").split("/")[-1]
-        self.client = HTTPClient(base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s)
+        self.client = HTTPClient(
+            base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s
+        )
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_p = top_p
@@ -172,7 +174,9 @@ class OpenAIServerOmni:
         messages: list[dict[str, Any]] = []
         if self.system_prompt:
             messages.append({"role": "system", "content": self.system_prompt})
-        messages.append({"role": "user", "content": [audio_content(audio.require_samples()), {"type": "text", "text": prompt}]})
+        messages.append(
+            {"role": "user", "content": [audio_content(audio.require_samples()), {"type": "text", "text": prompt}]}
+        )
         if assistant_prefix is not None:
             messages.append({"role": "assistant", "content": assistant_prefix})
         return messages
@@ -239,9 +243,7 @@ class OpenAIServerOmni:
         if generated is not action:
             answer = ""  # the text followed another token than the chosen one
         written = (answer or None) if writes else None
-        return at.build_reflection(
-            inp, first, action, written, policy=self.name, normalize=self._normalize, note=note
-        )
+        return at.build_reflection(inp, first, action, written, policy=self.name, normalize=self._normalize, note=note)
 
     def rewrite(self, inp: ReflectionInput) -> Hypothesis:
         prompt = at.rewrite_prompt(inp, self.kind)
@@ -280,7 +282,9 @@ class OpenAIServerASR:
         self.name = name or model.rstrip("/").split("/")[-1]
         self.language = language
         self.response_format = response_format
-        self.client = HTTPClient(base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s)
+        self.client = HTTPClient(
+            base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s
+        )
 
     def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
         samples = audio.require_samples()

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from speech_hands.errors import ConfigurationError
 from speech_hands.audio import AudioInput
 from speech_hands.backends.loading import Loaded, resolve_device, shared_model
 from speech_hands.backends.windows import nbest_over_windows
+from speech_hands.errors import ConfigurationError
 from speech_hands.types import Hypothesis
 
 
@@ -210,8 +210,12 @@ class OpenAIWhisperASR:
                 verbose=None,
             )
         return [
-            Word(word=w["word"].strip(), start=float(w["start"]), end=float(w["end"]), probability=float(w["probability"]))
+            Word(
+                word=w["word"].strip(),
+                start=float(w["start"]),
+                end=float(w["end"]),
+                probability=float(w["probability"]),
+            )
             for segment in result["segments"]
             for w in segment.get("words", [])
         ]
-

@@ -21,17 +21,18 @@ of the same user turn, because the feature extractor would otherwise keep only t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from speech_hands.audio import AudioInput
+from speech_hands.backends.action_lm import ActionTokenLM, import_transformers
+from speech_hands.backends.loading import Loaded
 from speech_hands.errors import ConfigurationError
 from speech_hands.prompts import asr_transcription_prompt, audioqa_answer_prompt
-from speech_hands.backends.action_lm import ActionTokenLM, import_transformers
-from speech_hands.audio import AudioInput
-from speech_hands.backends.loading import Loaded
 from speech_hands.types import Hypothesis
 
 OMNI_MODEL_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
@@ -131,7 +132,9 @@ class QwenOmni(ActionTokenLM):
                 "needs the model weights, config.json, the tokenizer files and preprocessor_config.json."
             ) from exc
         if processor.chat_template is None and processor.tokenizer.chat_template is None:
-            raise ConfigurationError(f"{self.model_spec!r} has no chat template (chat_template.jinja); copy it from the base model")
+            raise ConfigurationError(
+                f"{self.model_spec!r} has no chat template (chat_template.jinja); copy it from the base model"
+            )
         return self._finish_load(model, processor.tokenizer, device, processor=processor)
 
     # ------------------------------------------------------------------ encoding with audio
@@ -149,7 +152,9 @@ class QwenOmni(ActionTokenLM):
         messages.append({"role": "user", "content": content})
         return messages
 
-    def _encode(self, loaded: Loaded, prompts: Sequence[str], audios: Sequence[AudioInput | None], prefix: Sequence[str]) -> Any:
+    def _encode(
+        self, loaded: Loaded, prompts: Sequence[str], audios: Sequence[AudioInput | None], prefix: Sequence[str]
+    ) -> Any:
         processor = loaded.extras["processor"]
         texts, arrays = [], []
         for prompt, audio, pre in zip(prompts, audios, prefix):

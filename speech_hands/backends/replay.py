@@ -16,13 +16,13 @@ by the input's ``AudioRef.id`` (the file stem unless given), so replay also work
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from speech_hands.errors import ConfigurationError, ToolFailure
 from speech_hands.audio import AudioInput
+from speech_hands.errors import ConfigurationError, ToolFailure
 from speech_hands.types import Hypothesis
 
 INTERNAL = "internal"
@@ -34,7 +34,7 @@ class RecordedHypothesis(BaseModel):
     score: float | None = None
 
 
-RawHypothesis = Union[str, RecordedHypothesis]
+RawHypothesis = str | RecordedHypothesis
 
 
 def _coerce(items: Iterable[RawHypothesis | Mapping]) -> list[RecordedHypothesis]:

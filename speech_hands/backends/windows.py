@@ -10,7 +10,7 @@ backend that decodes windows shares it, so their N-best lists mean the same thin
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -24,12 +24,12 @@ import csv
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from speech_hands.errors import ConfigurationError
-from speech_hands.datasets.manifest import Manifest, ManifestItem
 from speech_hands.backends.replay import RecordedHypothesis, ReplayRecord, ReplayStore
+from speech_hands.datasets.manifest import Manifest, ManifestItem
+from speech_hands.errors import ConfigurationError
 
 __all__ = ["BUILTIN", "paper_nbest_records", "replay_from_systems", "resolve_manifest", "shared_data_dir"]
 
@@ -64,7 +64,10 @@ def _local_origin(checkout: Path) -> Path | None:
     try:
         url = subprocess.run(
             ["git", "-C", str(checkout), "config", "--get", "remote.origin.url"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

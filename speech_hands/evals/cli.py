@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -89,9 +88,16 @@ def run_dataset(
     manifest = resolve_manifest(dataset, root).select(limit=limit)
     out.mkdir(parents=True, exist_ok=True)
     settings = {
-        "dataset": dataset, "replay": str(replay) if replay else None, "internal_system": internal_system,
-        "external_system": external_system, "internal_model": internal_model, "external_model": external_model,
-        "n_best": n_best, "k_samples": k_samples, "max_rewrites": max_rewrites, "label_rewrite": label_rewrite,
+        "dataset": dataset,
+        "replay": str(replay) if replay else None,
+        "internal_system": internal_system,
+        "external_system": external_system,
+        "internal_model": internal_model,
+        "external_model": external_model,
+        "n_best": n_best,
+        "k_samples": k_samples,
+        "max_rewrites": max_rewrites,
+        "label_rewrite": label_rewrite,
     }
     if policy != "learned" or reflector is not None:  # only then: earlier default runs keep their fingerprint
         from speech_hands.reflection.learned.policy import ReflectorArtifact
@@ -107,7 +113,12 @@ def run_dataset(
                 f"{out} holds results of a run with other settings ({earlier.get('settings')}); "
                 "pass --fresh to discard them or --out to write elsewhere"
             )
-    config = {"n_best": n_best, "k_samples": k_samples, "max_rewrites": max_rewrites, "trace_db": str(out / "traces.sqlite")}
+    config = {
+        "n_best": n_best,
+        "k_samples": k_samples,
+        "max_rewrites": max_rewrites,
+        "trace_db": str(out / "traces.sqlite"),
+    }
     if internal_system or external_system:
         if not (internal_system and external_system):
             raise ConfigurationError("give both --internal-system and at least one --external-system")
@@ -131,7 +142,8 @@ def run_dataset(
 
 # Options shared by `eval run` and `labels` (typer needs them spelled out per command).
 DatasetArg = typer.Argument(
-    ..., help="built-in dataset (librispeech-dev, librispeech-test-other-text, fsdd, fsdd-train, esc10) or a manifest .jsonl"
+    ...,
+    help="built-in dataset (librispeech-dev, librispeech-test-other-text, fsdd, fsdd-train, esc10) or a manifest .jsonl",
 )
 RootOpt = typer.Option(None, help="folder the manifest's audio paths are relative to (default: its folder)")
 ReplayOpt = typer.Option(None, help="route over recorded outputs from this replay JSONL")
@@ -140,9 +152,12 @@ ExternalSystemOpt = typer.Option(None, help="recorded system(s) to use as extern
 InternalModelOpt = typer.Option("bundled:base", help="faster-whisper model for the internal prediction")
 ExternalModelOpt = typer.Option(None, help="external ASR model(s); repeatable")
 PolicyOpt = typer.Option(
-    "learned", help="reflection policy of the model agent: learned (trained reflector) or confidence (hand-set baseline)"
+    "learned",
+    help="reflection policy of the model agent: learned (trained reflector) or confidence (hand-set baseline)",
 )
-ReflectorOpt = typer.Option(None, help="reflector artifact from `speech-hands train-reflector --out` (default: the shipped one)")
+ReflectorOpt = typer.Option(
+    None, help="reflector artifact from `speech-hands train-reflector --out` (default: the shipped one)"
+)
 NormalizerOpt = typer.Option("english", help="english (Whisper's English normaliser), basic, or none")
 CerOpt = typer.Option(False, "--cer", help="character error rate (languages without spaces)")
 RuleOpt = typer.Option("paper", help="gold-action rule: paper or threshold")
@@ -152,25 +167,27 @@ ThresholdOpt = typer.Option(0.0, help="threshold rule: WER at or below which a c
 @eval_app.command("run")
 def run(
     dataset: str = DatasetArg,
-    root: Optional[Path] = RootOpt,
-    out: Optional[Path] = typer.Option(None, help="output folder (default reports/<dataset>)"),
-    replay: Optional[Path] = ReplayOpt,
-    internal_system: Optional[str] = InternalSystemOpt,
-    external_system: Optional[list[str]] = ExternalSystemOpt,
+    root: Path | None = RootOpt,
+    out: Path | None = typer.Option(None, help="output folder (default reports/<dataset>)"),
+    replay: Path | None = ReplayOpt,
+    internal_system: str | None = InternalSystemOpt,
+    external_system: list[str] | None = ExternalSystemOpt,
     internal_model: str = InternalModelOpt,
-    external_model: Optional[list[str]] = ExternalModelOpt,
+    external_model: list[str] | None = ExternalModelOpt,
     policy: str = PolicyOpt,
-    reflector: Optional[Path] = ReflectorOpt,
+    reflector: Path | None = ReflectorOpt,
     n_best: int = typer.Option(5, help="hypotheses per ASR tool"),
     k_samples: int = typer.Option(1, "--k", help="reflection draws (majority voting when > 1)"),
     max_rewrites: int = typer.Option(1, help="bound of the rewrite loop"),
-    limit: Optional[int] = typer.Option(None, help="only the first N items"),
+    limit: int | None = typer.Option(None, help="only the first N items"),
     normalizer: str = NormalizerOpt,
     cer: bool = CerOpt,
     label_rule: str = RuleOpt,
     threshold: float = ThresholdOpt,
     label_rewrite: bool = typer.Option(True, help="run the rewrite strategy on every item for the gold labels"),
-    fresh: bool = typer.Option(False, "--fresh", help="discard earlier results in the output folder instead of resuming"),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="discard earlier results in the output folder instead of resuming"
+    ),
     plots: bool = typer.Option(True, help="write PNG plots"),
 ) -> None:
     """Run the agent over DATASET (resumable) and write report.md / report.json / items.csv / plots."""
@@ -179,12 +196,26 @@ def run(
     rule = label_rule_from(label_rule, threshold, normalizer, cer)
     out = out or Path("reports") / Path(dataset).stem
     manifest, results = run_dataset(
-        dataset, root=root, out=out, replay=replay, internal_system=internal_system, external_system=external_system,
-        internal_model=internal_model, external_model=external_model, n_best=n_best, k_samples=k_samples,
-        max_rewrites=max_rewrites, limit=limit, label_rewrite=label_rewrite, fresh=fresh, policy=policy,
+        dataset,
+        root=root,
+        out=out,
+        replay=replay,
+        internal_system=internal_system,
+        external_system=external_system,
+        internal_model=internal_model,
+        external_model=external_model,
+        n_best=n_best,
+        k_samples=k_samples,
+        max_rewrites=max_rewrites,
+        limit=limit,
+        label_rewrite=label_rewrite,
+        fresh=fresh,
+        policy=policy,
         reflector=reflector,
     )
-    report = write_report(results, out, name=manifest.name, normalizer=normalizer, unit=rule.unit, rule=rule, plots=plots)
+    report = write_report(
+        results, out, name=manifest.name, normalizer=normalizer, unit=rule.unit, rule=rule, plots=plots
+    )
     _print_summary(report, out)
 
 
@@ -215,7 +246,7 @@ def compare(
     run_b: Path = typer.Argument(..., help="another `eval run` output folder over the same items: the baseline (B)"),
     normalizer: str = typer.Option("english", help="english, basic or none"),
     cer: bool = typer.Option(False, "--cer", help="character error rate"),
-    out: Optional[Path] = typer.Option(None, help="also write the comparison as JSON here"),
+    out: Path | None = typer.Option(None, help="also write the comparison as JSON here"),
 ) -> None:
     """Is agent A better than agent B on the same items? WERs, per-item wins and a paired bootstrap."""
     from speech_hands.evals.compare import compare_runs
@@ -256,9 +287,11 @@ def manifest(
 @eval_app.command("jasco")
 def jasco(
     csv_path: Path = typer.Argument(..., help="the benchmark CSV with the evaluated model's answers (allm_output)"),
-    judge: list[str] = typer.Option(..., help="module:attribute of a langchain-core chat model (or a factory); repeatable"),
+    judge: list[str] = typer.Option(
+        ..., help="module:attribute of a langchain-core chat model (or a factory); repeatable"
+    ),
     out: Path = typer.Option(Path("reports/jasco"), help="output folder"),
-    limit: Optional[int] = typer.Option(None, help="only the first N rows"),
+    limit: int | None = typer.Option(None, help="only the first N rows"),
 ) -> None:
     """Score a JASCO ("What Are They Doing") CSV with one or more LLM judges (best-mean, dependence)."""
     import importlib
@@ -282,7 +315,7 @@ def jasco(
     (out / "jasco.json").write_text(report.model_dump_json(indent=2) + "\n")
     (out / "jasco.md").write_text(render_markdown(report))
     with (out / "verdicts.jsonl").open("w", encoding="utf-8") as fh:
-        for j, per_judge in enumerate(verdicts):
+        for _j, per_judge in enumerate(verdicts):
             for row, verdict in zip(rows, per_judge):
                 fh.write(json.dumps({"row_id": row.id, "prompt": row.prompt, **verdict.model_dump()}) + "\n")
     console.print(render_markdown(report))
@@ -293,11 +326,13 @@ def import_nbest(
     nbest_file: Path = typer.Argument(..., help="a paper-style {dataset}_{split}_{asr}_5_best.jsonl file"),
     root: Path = typer.Option(..., help="folder the audio files lie under (paths become relative to it)"),
     out: Path = typer.Option(..., "--out", help="folder for manifest.jsonl and replay.jsonl"),
-    internal: Optional[Path] = typer.Option(None, help="the omni model's own predictions: TSV (id<TAB>text) or JSONL {id, text}"),
+    internal: Path | None = typer.Option(
+        None, help="the omni model's own predictions: TSV (id<TAB>text) or JSONL {id, text}"
+    ),
 ) -> None:
     """Turn the paper's recorded N-best file into a manifest + replay file for `eval run --replay`."""
-    from speech_hands.datasets.builtin import paper_nbest_records
     from speech_hands.backends.replay import ReplayStore
+    from speech_hands.datasets.builtin import paper_nbest_records
 
     own: dict[str, str] = {}
     if internal is not None:

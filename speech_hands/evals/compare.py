@@ -9,8 +9,8 @@ reduction over B, over utterances and over speakers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pydantic import BaseModel, Field
 
@@ -66,7 +66,9 @@ def compare_results(
         raise ConfigurationError("eval compare scores ASR runs (WER); these results are AudioQA")
     mismatched = [a.id for a, b in pairs if (a.reference or "") != (b.reference or "")]
     if mismatched:
-        raise ConfigurationError(f"the runs disagree on the reference of {len(mismatched)} item(s), e.g. {mismatched[0]!r}")
+        raise ConfigurationError(
+            f"the runs disagree on the reference of {len(mismatched)} item(s), e.g. {mismatched[0]!r}"
+        )
     counts_a = [word_errors(a.reference or "", a.prediction, normalizer=normalizer, unit=unit) for a, _ in pairs]
     counts_b = [word_errors(b.reference or "", b.prediction, normalizer=normalizer, unit=unit) for _, b in pairs]
     errors_a = [c.errors for c in counts_a]
@@ -107,6 +109,8 @@ def compare_runs(folder_a: str | Path, folder_b: str | Path, **options) -> RunCo
     for folder in (folder_a, folder_b):
         results = load_results(Path(folder) / "results.jsonl")
         if not results:
-            raise ConfigurationError(f"no results in {Path(folder) / 'results.jsonl'}; run `speech-hands eval run` first")
+            raise ConfigurationError(
+                f"no results in {Path(folder) / 'results.jsonl'}; run `speech-hands eval run` first"
+            )
         loaded.append(results)
     return compare_results(loaded[0], loaded[1], run_a=str(folder_a), run_b=str(folder_b), **options)

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,8 +67,17 @@ INSTRUCTIONS: tuple[str, ...] = (
 )
 
 Orientation = Literal["audio", "speech", "both", "neither"]
-REQUIRED_COLUMNS = ("id", "audio_sound", "spoken_text", "prompt", "audio_only_target", "speech_only_target",
-                    "target_keywords", "tgt_text", "allm_output")
+REQUIRED_COLUMNS = (
+    "id",
+    "audio_sound",
+    "spoken_text",
+    "prompt",
+    "audio_only_target",
+    "speech_only_target",
+    "target_keywords",
+    "tgt_text",
+    "allm_output",
+)
 
 
 class JascoRow(BaseModel):
@@ -179,7 +189,9 @@ def _ask(model, prompt: str) -> str:
     return str(content)
 
 
-def judge_rows(rows: Sequence[JascoRow], judges: Sequence[object], *, reformat: bool = True, show_progress: bool = True) -> list[list[JudgeVerdict]]:
+def judge_rows(
+    rows: Sequence[JascoRow], judges: Sequence[object], *, reformat: bool = True, show_progress: bool = True
+) -> list[list[JudgeVerdict]]:
     """``verdicts[j][i]``: judge j's verdict on row i. A failing call is recorded, not raised."""
     from speech_hands.progress import progress_bar
 

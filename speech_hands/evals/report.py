@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 from pydantic import BaseModel, Field
 
-from speech_hands.metrics.labels import GoldLabel, LabelRule
-from speech_hands.metrics.qa import AccuracyRow, accuracy_by_category, is_correct, resolve_choice
 from speech_hands.evals.routing import RoutingAnalysis, analyse_routing, gap_closed
 from speech_hands.evals.runner import ItemResult
+from speech_hands.metrics.labels import GoldLabel, LabelRule
+from speech_hands.metrics.qa import AccuracyRow, accuracy_by_category, is_correct, resolve_choice
 from speech_hands.metrics.significance import BootstrapInterval, reduction_intervals
 from speech_hands.metrics.wer import ErrorCounts, Unit, sum_counts, word_errors
 from speech_hands.text import NormalizerName
@@ -123,7 +123,9 @@ def _asr_systems(
     return systems
 
 
-def _item_errors(results: Sequence[ItemResult], texts: Sequence[str], normalizer: NormalizerName, unit: Unit) -> list[ErrorCounts]:
+def _item_errors(
+    results: Sequence[ItemResult], texts: Sequence[str], normalizer: NormalizerName, unit: Unit
+) -> list[ErrorCounts]:
     """Per-item error counts (failed items count with empty hypotheses: nothing is dropped)."""
     return [word_errors(r.reference or "", t, normalizer=normalizer, unit=unit) for r, t in zip(results, texts)]
 
@@ -198,7 +200,11 @@ def _qa_rows(results: Sequence[ItemResult], rule: LabelRule) -> list[SystemScore
     tops = [[r.top(r.internal) or None, *(r.top(o) or None for o in r.externals)] for r in results]
     rows.append(row("best-of-two (per-item oracle, no rewrite)", "oracle", oracle(tops)))
     rows.append(
-        row("oracle router (internal / external / rewrite)", "oracle", oracle([[*t, r.rewrite_candidate] for t, r in zip(tops, results)]))
+        row(
+            "oracle router (internal / external / rewrite)",
+            "oracle",
+            oracle([[*t, r.rewrite_candidate] for t, r in zip(tops, results)]),
+        )
     )
     return rows
 
@@ -290,7 +296,9 @@ def _systems_table(rows: Sequence[SystemScore], task: str) -> list[str]:
     for s in rows:
         c = s.counts or ErrorCounts()
         name = f"**{s.name}**" if s.kind == "agent" else s.name
-        lines.append(f"| {name} | {_pct(s.wer)} | {c.substitutions} | {c.deletions} | {c.insertions} | {c.reference_length} |")
+        lines.append(
+            f"| {name} | {_pct(s.wer)} | {c.substitutions} | {c.deletions} | {c.insertions} | {c.reference_length} |"
+        )
     return lines
 
 
@@ -342,7 +350,10 @@ def render_markdown(report: EvalReport, plots: Sequence[str] = ()) -> str:
         "",
         "| action | precision | recall | F1 | gold items | predicted |",
         "|---|---:|---:|---:|---:|---:|",
-        *[f"| {s.action} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.support} | {s.predicted} |" for s in a.scores],
+        *[
+            f"| {s.action} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.support} | {s.predicted} |"
+            for s in a.scores
+        ],
         "",
         f"Action accuracy {a.accuracy:.3f}, macro F1 {a.macro_f1:.3f} (over actions present in the gold labels).",
         "",
@@ -354,34 +365,73 @@ def render_markdown(report: EvalReport, plots: Sequence[str] = ()) -> str:
     return "\n".join(lines)
 
 
-def write_utterance_csv(results: Sequence[ItemResult], labels: Sequence[GoldLabel | None], path: Path, *, normalizer: NormalizerName, unit: Unit) -> None:
-    fields = ["id", "dataset", "speaker", "category", "reference", "internal", "external_top1", "rewrite_candidate",
-              "prediction", "action", "first_action", "gold_action", "p_internal", "p_external", "p_rewrite",
-              "wer_internal", "wer_external_top1", "wer_rewrite", "wer_prediction", "error"]
+def write_utterance_csv(
+    results: Sequence[ItemResult],
+    labels: Sequence[GoldLabel | None],
+    path: Path,
+    *,
+    normalizer: NormalizerName,
+    unit: Unit,
+) -> None:
+    fields = [
+        "id",
+        "dataset",
+        "speaker",
+        "category",
+        "reference",
+        "internal",
+        "external_top1",
+        "rewrite_candidate",
+        "prediction",
+        "action",
+        "first_action",
+        "gold_action",
+        "p_internal",
+        "p_external",
+        "p_rewrite",
+        "wer_internal",
+        "wer_external_top1",
+        "wer_rewrite",
+        "wer_prediction",
+        "error",
+    ]
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for r, label in zip(results, labels):
             ext = r.externals[0] if r.externals else None
             row = {
-                "id": r.id, "dataset": r.dataset, "speaker": r.speaker, "category": r.category,
+                "id": r.id,
+                "dataset": r.dataset,
+                "speaker": r.speaker,
+                "category": r.category,
                 "reference": r.reference if r.task == "asr" else r.answer,
-                "internal": r.top(r.internal), "external_top1": r.top(ext), "rewrite_candidate": r.rewrite_candidate,
-                "prediction": r.prediction, "action": r.action.value if r.action else "",
+                "internal": r.top(r.internal),
+                "external_top1": r.top(ext),
+                "rewrite_candidate": r.rewrite_candidate,
+                "prediction": r.prediction,
+                "action": r.action.value if r.action else "",
                 "first_action": r.first_action.value if r.first_action else "",
-                "gold_action": label.action.value if label else "", "error": r.error or "",
+                "gold_action": label.action.value if label else "",
+                "error": r.error or "",
             }
             if r.probs:
                 row.update({f"p_{a.value}": round(p, 4) for a, p in r.probs.items()})
             if r.task == "asr" and r.reference is not None:
-                def w(text: str | None) -> str:
+
+                def w(text: str | None, reference: str = r.reference) -> str:
                     if text is None:
                         return ""
-                    return f"{word_errors(r.reference or '', text, normalizer=normalizer, unit=unit).wer:.4f}"
-                row.update({
-                    "wer_internal": w(r.top(r.internal)), "wer_external_top1": w(r.top(ext)),
-                    "wer_rewrite": w(r.rewrite_candidate), "wer_prediction": w(r.prediction),
-                })
+                    return f"{word_errors(reference, text, normalizer=normalizer, unit=unit).wer:.4f}"
+
+                row.update(
+                    {
+                        "wer_internal": w(r.top(r.internal)),
+                        "wer_external_top1": w(r.top(ext)),
+                        "wer_rewrite": w(r.rewrite_candidate),
+                        "wer_prediction": w(r.prediction),
+                    }
+                )
             writer.writerow(row)
 
 

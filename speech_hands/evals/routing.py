@@ -19,15 +19,15 @@ Definitions used by the reports:
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from speech_hands.metrics.labels import GoldLabel, LabelRule, asr_gold_action, qa_gold_action
 from speech_hands.evals.runner import ItemResult
+from speech_hands.metrics.labels import GoldLabel, LabelRule, asr_gold_action, qa_gold_action
 from speech_hands.types import Action
 
-__all__ = ["ActionScore", "RoutingAnalysis", "analyse_routing", "gold_label", "gap_closed"]
+__all__ = ["ActionScore", "RoutingAnalysis", "analyse_routing", "gap_closed", "gold_label"]
 
 NONE = "none"
 ACTION_NAMES = [a.value for a in Action]
@@ -93,7 +93,9 @@ def analyse_routing(results: Sequence[ItemResult], rule: LabelRule) -> tuple[Rou
         support = sum(confusion[name].values())
         precision, recall = _safe_div(tp, predicted), _safe_div(tp, support)
         f1 = _safe_div(2 * precision * recall, precision + recall)
-        scores.append(ActionScore(action=name, precision=precision, recall=recall, f1=f1, support=support, predicted=predicted))
+        scores.append(
+            ActionScore(action=name, precision=precision, recall=recall, f1=f1, support=support, predicted=predicted)
+        )
     present = [s for s in scores if s.support > 0]
     predicted_counts = Counter(r.first_action.value if r.first_action else NONE for r in results)
     analysis = RoutingAnalysis(
@@ -106,7 +108,9 @@ def analyse_routing(results: Sequence[ItemResult], rule: LabelRule) -> tuple[Rou
         macro_f1=_safe_div(sum(s.f1 for s in present), len(present)),
         predicted_distribution={n: predicted_counts.get(n, 0) for n in predicted_names},
         gold_distribution={n: sum(1 for g, _ in pairs if g == n) for n in ACTION_NAMES},
-        rewrite_candidates=sum(1 for r, l in zip(results, labels) if l is not None and r.rewrite_candidate is not None),
+        rewrite_candidates=sum(
+            1 for r, label in zip(results, labels) if label is not None and r.rewrite_candidate is not None
+        ),
     )
     return analysis, labels
 

@@ -11,14 +11,15 @@ on the same candidates (cheap for alignment voting; costs one generation for a g
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 from rich.console import Console
 
-from speech_hands.errors import SpeechHandsError
 from speech_hands.datasets.manifest import Manifest, ManifestItem
+from speech_hands.errors import SpeechHandsError
 from speech_hands.jsonl import read_appended
 from speech_hands.progress import progress_bar
 from speech_hands.reflection.base import ReflectionInput
@@ -119,7 +120,9 @@ def run_item(agent: SpeechHands, manifest: Manifest, item: ManifestItem, *, labe
     except Exception as exc:  # recorded and counted in the report; the run goes on with the next item
         kind = "input" if isinstance(exc, SpeechHandsError) else "unexpected"
         return ItemResult(
-            **_base(item, manifest), error=f"{kind}: {type(exc).__name__}: {exc}", elapsed_s=time.perf_counter() - started
+            **_base(item, manifest),
+            error=f"{kind}: {type(exc).__name__}: {exc}",
+            elapsed_s=time.perf_counter() - started,
         )
     return ItemResult(
         **_base(item, manifest),

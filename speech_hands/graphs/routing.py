@@ -30,20 +30,21 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
 from speech_hands.audio import AudioStore
-from speech_hands.graphs.state import PerceiveTask, ReflectTask, RoutingState
 from speech_hands.backends.base import OmniBackend
-from speech_hands.reflection.base import ReflectionInput
+from speech_hands.graphs.state import PerceiveTask, ReflectTask, RoutingState
 from speech_hands.graphs.tools import PerceptionTool
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import (
     Action,
     AudioRef,

@@ -8,7 +8,8 @@ fresh decision while the checkpointer keeps the older runs in the thread's histo
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Mapping, TypedDict
+from collections.abc import Mapping
+from typing import Annotated, Any, TypedDict
 
 from speech_hands.types import (
     Action,

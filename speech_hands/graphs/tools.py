@@ -11,15 +11,15 @@ LangChain-compatible agent, listed, described, and invoked with JSON. The tool t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from speech_hands.audio import AudioStore
+from speech_hands.audio import AudioInput, AudioStore
 from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
-from speech_hands.audio import AudioInput
 from speech_hands.types import AudioRef, Hypothesis, ToolKind, ToolOutput, ToolRole
 
 
@@ -45,7 +45,11 @@ class PerceptionTool:
 
 
 def _runner(
-    name: str, role: ToolRole, kind: ToolKind, store: AudioStore, call: Callable[[AudioInput, PerceptionRequest], list[Hypothesis]]
+    name: str,
+    role: ToolRole,
+    kind: ToolKind,
+    store: AudioStore,
+    call: Callable[[AudioInput, PerceptionRequest], list[Hypothesis]],
 ) -> Callable[..., dict[str, Any]]:
     def run(audio: AudioRef | dict, question: str | None = None, n_best: int = 5) -> dict[str, Any]:
         request = PerceptionRequest(audio=audio, question=question, n_best=n_best)

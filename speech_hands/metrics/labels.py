@@ -1,4 +1,4 @@
-"""Gold action labels: which of the three first tokens was right for an item (METHOD.md section 3).
+"""Gold action labels: which of the three first tokens was right for an item (docs/method.md section 3).
 
 ASR, ``rule="paper"`` (the reference scripts' rule), with w(x) the error count of x against the
 reference after normalisation (comparing counts on one reference is comparing WERs):
@@ -30,7 +30,8 @@ scripts used the basic normaliser (``normalizer="basic"`` reproduces them).
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -98,9 +99,7 @@ class AccuracyRow(BaseModel):
         return self.correct / self.total if self.total else 0.0
 
 
-def accuracy_by_category(
-    rows: Iterable[tuple[str | None, bool, bool]], *, overall: str = "all"
-) -> list[AccuracyRow]:
+def accuracy_by_category(rows: Iterable[tuple[str | None, bool, bool]], *, overall: str = "all") -> list[AccuracyRow]:
     """``(category, correct, parsed)`` triples -> one row per category plus an overall row."""
     tally: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for category, correct, parsed in rows:

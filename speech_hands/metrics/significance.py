@@ -17,7 +17,8 @@ the honest picture for a 6-speaker dev set.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -104,5 +105,7 @@ def reduction_intervals(
     are at least 2 speakers."""
     out = [paired_bootstrap(errors_a, errors_b, resamples=resamples, seed=seed)]
     if all(s for s in speakers) and len(set(speakers)) >= 2:
-        out.append(paired_bootstrap(errors_a, errors_b, groups=[str(s) for s in speakers], resamples=resamples, seed=seed))
+        out.append(
+            paired_bootstrap(errors_a, errors_b, groups=[str(s) for s in speakers], resamples=resamples, seed=seed)
+        )
     return out

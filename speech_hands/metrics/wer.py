@@ -2,7 +2,7 @@
 
 Counts come from ``jiwer.process_words(reference, hypothesis)`` (jiwer 4), always with the
 reference FIRST: the paper's reference scripts pass them swapped in places, which divides by the
-hypothesis length (METHOD.md section 4). Text is normalised before alignment:
+hypothesis length (docs/method.md section 4). Text is normalised before alignment:
 
 - ``english`` (default for reported WER): Whisper's ``EnglishTextNormalizer`` from openai-whisper.
   The Open ASR leaderboard uses a drifted fork of this normaliser, so leaderboard numbers can differ
@@ -20,8 +20,9 @@ spaces (the Wu-dialect tables of seed 002 are CER); spaces are removed before ch
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 import jiwer
 from pydantic import BaseModel, ConfigDict, Field
@@ -93,10 +94,7 @@ def word_errors(
     """Error counts of one hypothesis against its reference (after normalisation)."""
     ref = normalize_for(reference, normalizer, unit)
     hyp = normalize_for(hypothesis, normalizer, unit)
-    if unit == "char":
-        out = jiwer.process_characters(ref, hyp)
-    else:
-        out = jiwer.process_words(ref, hyp)
+    out = jiwer.process_characters(ref, hyp) if unit == "char" else jiwer.process_words(ref, hyp)
     return ErrorCounts(
         hits=out.hits,
         substitutions=out.substitutions,
@@ -116,9 +114,7 @@ def corpus_wer(
     """Corpus-level counts: errors summed over utterances, divided by summed reference length."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    return sum_counts(
-        word_errors(r, h, normalizer=normalizer, unit=unit) for r, h in zip(references, hypotheses)
-    )
+    return sum_counts(word_errors(r, h, normalizer=normalizer, unit=unit) for r, h in zip(references, hypotheses))
 
 
 def sum_counts(counts: Iterable[ErrorCounts]) -> ErrorCounts:

@@ -1,6 +1,6 @@
 """Prompt templates: the only place prompt text lives.
 
-The structure follows the Speech-Hands paper (METHOD.md section 2): a role line, the numbered inputs,
+The structure follows the Speech-Hands paper (docs/method.md section 2): a role line, the numbered inputs,
 one bullet per action token saying when to emit it and that the answer follows it, then the candidate
 list and the model's own first pass. The wording is ours. Templates are plain text files beside this
 module so they can be read, diffed and overridden without touching code.
@@ -9,9 +9,9 @@ module so they can be read, diffed and overridden without touching code.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache
 from importlib import resources
-from typing import Sequence
 
 from speech_hands.types import Action
 
@@ -32,7 +32,7 @@ TEMPLATES = (
 _OPTION = re.compile(r"^\s*(?:[-*]\s*)?\(?[A-Z][.)]\s*\S")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(name: str) -> str:
     """The raw text of a template by name (one of :data:`TEMPLATES`)."""
     if name not in TEMPLATES:
@@ -53,9 +53,11 @@ def asr_reflection_prompt(internal: str, hypotheses: Sequence[str]) -> str:
 def audioqa_reflection_prompt(question: str, options: Sequence[str], external: str, internal: str) -> str:
     """The AudioQA reflection prompt: question, one option per line ("- A. ..."), both predictions."""
     listing = "\n".join(f"- {o}" for o in options)
-    return load_template("audioqa_reflection").format(
-        question=question, options=listing, external=external, internal=internal, **_tokens()
-    ).strip()
+    return (
+        load_template("audioqa_reflection")
+        .format(question=question, options=listing, external=external, internal=internal, **_tokens())
+        .strip()
+    )
 
 
 def sft_target(action: Action, answer: str, *, task: str = "asr") -> str:

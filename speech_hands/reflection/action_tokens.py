@@ -21,8 +21,8 @@ import hashlib
 import math
 import random
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from speech_hands.errors import ConfigurationError, ModelOutputError
 from speech_hands.prompts import asr_reflection_prompt, audioqa_reflection_prompt, split_question

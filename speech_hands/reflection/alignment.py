@@ -20,8 +20,8 @@ Input words are expected to be normalised already (the rewriter does that).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 NULL = ""
 

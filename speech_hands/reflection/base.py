@@ -8,8 +8,9 @@ probabilities of all three actions; a :class:`RewriteStrategy` re-derives the an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from speech_hands.audio import AudioInput
 from speech_hands.types import Hypothesis, Reflection, ToolOutput

@@ -28,7 +28,9 @@ class ChatLLMReflector(ActionTokenLM):
     def _load(self, device: str, dtype: Any) -> Loaded:
         transformers = import_transformers()
         try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_spec, local_files_only=self.local_files_only)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                self.model_spec, local_files_only=self.local_files_only
+            )
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 self.model_spec, **self._from_pretrained_kwargs(dtype)
             )

@@ -25,8 +25,8 @@ import random
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.reflection.base import ReflectionInput
+from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.types import Action, Reflection, ToolOutput
 
 
@@ -97,7 +97,8 @@ class ConfidencePolicy:
                 z[Action.INTERNAL] += s.agreement_bonus
         parts = [
             f"internal p/token={math.exp(s_int):.3f}" if s_int is not None else "internal missing",
-            f"external({external.tool}) p/token={math.exp(s_ext):.3f}" if external and s_ext is not None
+            f"external({external.tool}) p/token={math.exp(s_ext):.3f}"
+            if external and s_ext is not None
             else "external missing",
             "top-1s agree" if agree else "top-1s differ",
         ]

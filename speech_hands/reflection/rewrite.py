@@ -17,12 +17,12 @@ lower-case without punctuation.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from speech_hands.errors import ToolFailure
 from speech_hands.reflection.alignment import combine
-from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.reflection.base import ReflectionInput
+from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.types import Hypothesis, ToolOutput
 
 

@@ -1,4 +1,4 @@
-"""Majority vote over sampled reflections (the paper's majority sampling, METHOD.md section 4).
+"""Majority vote over sampled reflections (the paper's majority sampling, docs/method.md section 4).
 
 k draws each give an action and, where the policy writes one, an answer. Draws are grouped by their
 **normalised answer** (a draw without an answer, e.g. a ``<rewrite>`` whose text is not written yet,
@@ -22,7 +22,7 @@ reports a probability for each of the three actions.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
@@ -111,7 +111,8 @@ def majority_vote(
             "probs": mean_probs,
             "policy": f"{representative.policy}+majority-vote",
             "rationale": f"majority vote over {len(draws)} draws: {winner.key!r} won with weight "
-            f"{winner.weight:.3f} ({winner.count} draws)" + (f", tie broken by {tie_broken_by}" if tie_broken_by else ""),
+            f"{winner.weight:.3f} ({winner.count} draws)"
+            + (f", tie broken by {tie_broken_by}" if tie_broken_by else ""),
         }
     )
     return VoteResult(key=winner.key, decision=decision, groups=groups, tie_broken_by=tie_broken_by, weighted=weighted)

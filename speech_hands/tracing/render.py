@@ -32,7 +32,9 @@ def candidates_table(result: AgentResult, limit: int = 3) -> Table:
         table.add_column(column, overflow="fold")
     for output in result.candidates:
         if output.error is not None:
-            table.add_row(output.tool, output.role, "-", f"[red]failed: {output.error.type}: {output.error.message}[/red]", "")
+            table.add_row(
+                output.tool, output.role, "-", f"[red]failed: {output.error.type}: {output.error.message}[/red]", ""
+            )
             continue
         for hyp in output.hypotheses[:limit]:
             score = f"{hyp.score:.3f}" if hyp.score is not None else ""
@@ -51,14 +53,16 @@ def render_result(result: AgentResult, console: Console, *, reference: str | Non
         body.append(Text.assemble(("reference ", "bold"), reference))
     console.print(Panel(Group(*body), title="Speech-Hands", expand=False))
     console.print(candidates_table(result))
-    for i, reflection in enumerate(result.reflections):
+    for _i, reflection in enumerate(result.reflections):
         title = f"Reflection round {reflection.round} ({reflection.policy})"
         console.print(_probs_table(reflection, title))
         if reflection.rationale:
             console.print(f"  [dim]{escape(reflection.rationale)}[/dim]")
     for rewrite in result.rewrites:
         conf = f" (confidence {rewrite.confidence:.2f})" if rewrite.confidence is not None else ""
-        console.print(f"[magenta]rewrite #{rewrite.round}[/magenta] via {rewrite.strategy}{conf}: {escape(rewrite.text)}")
+        console.print(
+            f"[magenta]rewrite #{rewrite.round}[/magenta] via {rewrite.strategy}{conf}: {escape(rewrite.text)}"
+        )
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
     timing = ", ".join(f"{node} {result.timing(node):.2f}s" for node in dict.fromkeys(t.node for t in result.timings))
@@ -75,7 +79,9 @@ def _summarise(node: str, update: dict | None) -> str:
             return f"{out.get('tool')}: FAILED {out['error'].get('type')}: {out['error'].get('message')}"
         hyps = out.get("hypotheses") or []
         top = hyps[0]["text"] if hyps else "(nothing)"
-        return f"{out.get('tool')} ({out.get('role')}): {len(hyps)} hyp(s), top: {top!r}, {out.get('elapsed_s', 0):.2f}s"
+        return (
+            f"{out.get('tool')} ({out.get('role')}): {len(hyps)} hyp(s), top: {top!r}, {out.get('elapsed_s', 0):.2f}s"
+        )
     if node == "reflect":
         draw = (update.get("samples") or [{}])[0]
         probs = ", ".join(f"{k}={v:.2f}" for k, v in (draw.get("probs") or {}).items())

@@ -13,8 +13,8 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field
 
-from speech_hands.graphs.state import result_from_state
 from speech_hands.errors import SpeechHandsError
+from speech_hands.graphs.state import result_from_state
 from speech_hands.types import AgentResult
 
 
@@ -45,9 +45,7 @@ def read_trace(graph: CompiledStateGraph, thread_id: str) -> DecisionTrace:
     config = {"configurable": {"thread_id": thread_id}}
     history = list(graph.get_state_history(config))
     if not history:
-        raise SpeechHandsError(
-            f"no trace for thread {thread_id!r} in this checkpointer; check the id and --trace-db"
-        )
+        raise SpeechHandsError(f"no trace for thread {thread_id!r} in this checkpointer; check the id and --trace-db")
     history.reverse()  # oldest first
     # A run starts at an input checkpoint (source == "input"); keep the last run only.
     starts = [i for i, snap in enumerate(history) if (snap.metadata or {}).get("source") == "input"]
@@ -63,7 +61,9 @@ def read_trace(graph: CompiledStateGraph, thread_id: str) -> DecisionTrace:
                 checkpoint_id=snap.config["configurable"]["checkpoint_id"],
                 created_at=snap.created_at,
                 nodes=[t.name for t in tasks],
-                writes=[{"node": t.name, "update": _jsonable(t.result), "error": t.error and str(t.error)} for t in tasks],
+                writes=[
+                    {"node": t.name, "update": _jsonable(t.result), "error": t.error and str(t.error)} for t in tasks
+                ],
             )
         )
     final = run[-1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -32,24 +31,29 @@ def _progress() -> Progress:
 
 
 def train_reflector(
-    shared: Optional[Path] = typer.Option(None, help="shared data folder (default ../shared/data or $SPEECH_HANDS_SHARED_DATA)"),
+    shared: Path | None = typer.Option(
+        None, help="shared data folder (default ../shared/data or $SPEECH_HANDS_SHARED_DATA)"
+    ),
     work_dir: Path = typer.Option(Path(".speech_hands_cache/training"), help="generated audio and cached records"),
     out: Path = typer.Option(PACKAGE_ARTIFACT, help="where to write the artifact"),
     report: Path = typer.Option(Path("reports/reflector_cv.json"), help="cross-validation report (JSON)"),
-    data: Optional[list[str]] = typer.Option(
+    data: list[str] | None = typer.Option(
         None,
         help="real transcribed speech to train and cross-validate on (repeatable): a shared-data folder with "
         "transcripts.tsv (default librispeech_other_dev), a built-in dataset (fsdd, fsdd-train, librispeech-dev) or a manifest "
         ".jsonl with speakers",
     ),
     seed: int = typer.Option(0, help="recipe seed (augmentation draws, synthesis, model fit)"),
-    limit: Optional[int] = typer.Option(None, help="use only the first N real utterances (smoke runs)"),
-    espeak: Optional[int] = typer.Option(None, help="espeak-ng utterances (default: the recipe's)"),
-    augment: Optional[int] = typer.Option(None, help="augmented copies per real utterance (default: the recipe's)"),
+    limit: int | None = typer.Option(None, help="use only the first N real utterances (smoke runs)"),
+    espeak: int | None = typer.Option(None, help="espeak-ng utterances (default: the recipe's)"),
+    augment: int | None = typer.Option(None, help="augmented copies per real utterance (default: the recipe's)"),
     rewrite: str = typer.Option(
-        "auto", help="rewrite config: auto (pick by CV), rescore, rescore+prompted, mbr, mbr+prompted, mbr/risk, mbr+prompted/risk"
+        "auto",
+        help="rewrite config: auto (pick by CV), rescore, rescore+prompted, mbr, mbr+prompted, mbr/risk, mbr+prompted/risk",
     ),
-    nested: bool = typer.Option(False, help="also cross-validate the config choice itself (inner CV per held-out speaker, ~1.5 min)"),
+    nested: bool = typer.Option(
+        False, help="also cross-validate the config choice itself (inner CV per held-out speaker, ~1.5 min)"
+    ),
 ) -> None:
     """Train the learned reflector (and rescoring weights) and write the versioned artifact."""
     from speech_hands.training.pipeline import run_recipe
@@ -110,7 +114,15 @@ def _print_summary(result: dict, data: str) -> None:
         )
     if len(summary.get("per_corpus", {})) > 1:
         per = Table(title="the same CV, per corpus")
-        for column in ("corpus", "words", "best single %", "confidence agent %", "learned agent %", "x best single", "gap closed"):
+        for column in (
+            "corpus",
+            "words",
+            "best single %",
+            "confidence agent %",
+            "learned agent %",
+            "x best single",
+            "gap closed",
+        ):
             per.add_column(column, justify="left" if column == "corpus" else "right")
         for corpus, row in summary["per_corpus"].items():
             per.add_row(
@@ -127,7 +139,9 @@ def _print_summary(result: dict, data: str) -> None:
     Console().print(f"CV agent WER % per config: {others}")
     if "nested_selection" in result:
         n = result["nested_selection"]
-        Console().print(f"config choice cross-validated too (nested): agent WER {n['agent_wer']:.2f} % ({n['choices']})")
+        Console().print(
+            f"config choice cross-validated too (nested): agent WER {n['agent_wer']:.2f} % ({n['choices']})"
+        )
         if len(n.get("per_corpus", {})) > 1:
             Console().print(f"nested, per corpus: {n['per_corpus']}")
 
@@ -135,16 +149,16 @@ def _print_summary(result: dict, data: str) -> None:
 def labels(
     source: str = typer.Argument(..., help="an `eval run` output folder, or a dataset / manifest to run now"),
     out: Path = typer.Option(..., "--out", help="folder for labels.jsonl, internal/external/rewrite.jsonl, sft.jsonl"),
-    root: Optional[Path] = eval_cli.RootOpt,
-    replay: Optional[Path] = eval_cli.ReplayOpt,
-    internal_system: Optional[str] = eval_cli.InternalSystemOpt,
-    external_system: Optional[list[str]] = eval_cli.ExternalSystemOpt,
+    root: Path | None = eval_cli.RootOpt,
+    replay: Path | None = eval_cli.ReplayOpt,
+    internal_system: str | None = eval_cli.InternalSystemOpt,
+    external_system: list[str] | None = eval_cli.ExternalSystemOpt,
     internal_model: str = eval_cli.InternalModelOpt,
-    external_model: Optional[list[str]] = eval_cli.ExternalModelOpt,
+    external_model: list[str] | None = eval_cli.ExternalModelOpt,
     policy: str = eval_cli.PolicyOpt,
-    reflector: Optional[Path] = eval_cli.ReflectorOpt,
+    reflector: Path | None = eval_cli.ReflectorOpt,
     n_best: int = typer.Option(5, help="hypotheses per ASR tool"),
-    limit: Optional[int] = typer.Option(None, help="only the first N items"),
+    limit: int | None = typer.Option(None, help="only the first N items"),
     normalizer: str = eval_cli.NormalizerOpt,
     cer: bool = eval_cli.CerOpt,
     label_rule: str = eval_cli.RuleOpt,
@@ -164,10 +178,22 @@ def labels(
         results = load_results(folder / "results.jsonl")
     else:
         manifest, results = eval_cli.run_dataset(
-            source, root=root, out=out / "run", replay=replay, internal_system=internal_system,
-            external_system=external_system, internal_model=internal_model, external_model=external_model,
-            n_best=n_best, k_samples=1, max_rewrites=1, limit=limit, label_rewrite=True, fresh=False,
-            policy=policy, reflector=reflector,
+            source,
+            root=root,
+            out=out / "run",
+            replay=replay,
+            internal_system=internal_system,
+            external_system=external_system,
+            internal_model=internal_model,
+            external_model=external_model,
+            n_best=n_best,
+            k_samples=1,
+            max_rewrites=1,
+            limit=limit,
+            label_rewrite=True,
+            fresh=False,
+            policy=policy,
+            reflector=reflector,
         )
         audio_paths = {i.id: str(manifest.audio_path(i)) for i in manifest if i.audio is not None}
     counts = write_supervision(results, out, rule, target=target, audio_paths=audio_paths)  # type: ignore[arg-type]

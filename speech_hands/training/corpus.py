@@ -25,14 +25,15 @@ import random
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from speech_hands.errors import ConfigurationError
 from speech_hands.audio import SAMPLE_RATE
+from speech_hands.errors import ConfigurationError
 
 Origin = Literal["librispeech", "manifest", "augmented", "espeak"]
 
@@ -85,7 +86,11 @@ def librispeech_items(data_dir: Path) -> list[TrainingItem]:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     return [
         TrainingItem(
-            id=r["utt_id"], group=r["speaker"], origin="librispeech", audio=str(data_dir / r["audio"]), reference=r["text"]
+            id=r["utt_id"],
+            group=r["speaker"],
+            origin="librispeech",
+            audio=str(data_dir / r["audio"]),
+            reference=r["text"],
         )
         for r in rows
     ]
@@ -175,7 +180,7 @@ def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
     """Play ``factor`` times faster (linear-interpolation resampling; pitch changes with it)."""
     if abs(factor - 1.0) < 1e-6:
         return samples
-    n_out = int(round(samples.size / factor))
+    n_out = round(samples.size / factor)
     positions = np.linspace(0, samples.size - 1, n_out)
     return np.interp(positions, np.arange(samples.size), samples).astype(np.float32)
 
@@ -236,7 +241,9 @@ def synthesize(text: str, voice: str, rate_wpm: int, path: Path) -> Path:
     return path
 
 
-def text_sentences(ref_tsv: Path, exclude_speakers: Iterable[str], *, min_words: int = 4, max_words: int = 40) -> list[tuple[str, str]]:
+def text_sentences(
+    ref_tsv: Path, exclude_speakers: Iterable[str], *, min_words: int = 4, max_words: int = 40
+) -> list[tuple[str, str]]:
     """(utt_id, text) of a reference TSV (utt_id<TAB>text...), without the excluded speakers."""
     excluded = set(exclude_speakers)
     out = []

@@ -10,19 +10,29 @@ test speaker: the reported numbers are nested CV.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
 from speech_hands.audio import virtual_audio
 from speech_hands.metrics.significance import BootstrapInterval, reduction_intervals
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.reflection.confidence import ConfidencePolicy
 from speech_hands.reflection.rewrite import AlignmentVotingRewriter
-from speech_hands.reflection.base import ReflectionInput
+from speech_hands.training.fitting import (
+    ACTIONS,
+    Example,
+    decide,
+    fit_reflector,
+    fit_risk_policy,
+    make_examples,
+    matrix,
+    rescoring_fit,
+    word_errors,
+)
 from speech_hands.training.recipe import Recipe
 from speech_hands.training.records import PoolRecord
-from speech_hands.training.fitting import ACTIONS, Example, decide, fit_reflector, fit_risk_policy, make_examples, matrix, rescoring_fit, word_errors
 from speech_hands.types import Action
 
 
@@ -167,7 +177,9 @@ def cross_validate(
         if policy == "risk":
             model, info = fit_risk_policy(ex_train)
         else:
-            model, info = fit_reflector(ex_train, list(feature_names or sorted(ex_train[0].features)), recipe.c_grid, recipe.seed)
+            model, info = fit_reflector(
+                ex_train, list(feature_names or sorted(ex_train[0].features)), recipe.c_grid, recipe.seed
+            )
         probs = model.predict_proba(matrix(ex_test, model.feature_names))
         actions = decide(probs, ex_test)
         report.folds.append({"speaker": speaker, "weights": weights, **sel_info, **info, "n_train": len(train)})

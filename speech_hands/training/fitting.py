@@ -8,7 +8,7 @@ probabilities (we add one temperature fitted on out-of-fold predictions), and it
 3 x F matrix: the shipped artifact is a few KB of JSON, loaded and evaluated with numpy in
 microseconds, no pickle and no scikit-learn needed at inference.
 
-Labels follow the paper's rule (METHOD.md section 3, via :mod:`speech_hands.metrics.labels` when it is
+Labels follow the paper's rule (docs/method.md section 3, via :mod:`speech_hands.metrics.labels` when it is
 installed) with one realistic change: "best external" is the external candidate the ``<external>``
 action would actually return (best-rescored under MAP, least expected risk under MBR), not an oracle
 pick inside the list, so a label never asks for an answer the agent cannot give. Examples are
@@ -21,14 +21,21 @@ folds only; the held-out speaker is touched once, for the report.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from speech_hands.metrics.labels import decide_asr_action
 from speech_hands.metrics.wer import word_errors as harness_word_errors
-from speech_hands.reflection.learned.features import CandidatePool, pick, pool_from_outputs, pool_risk, reflector_features, rescore
+from speech_hands.reflection.learned.features import (
+    CandidatePool,
+    pick,
+    pool_from_outputs,
+    pool_risk,
+    reflector_features,
+    rescore,
+)
 from speech_hands.reflection.learned.mbr import Selection
 from speech_hands.text import normalize_english
 from speech_hands.training.records import PoolRecord
@@ -357,7 +364,6 @@ def decide(probs: np.ndarray, examples: Sequence[Example] | None = None) -> list
 
         probs = np.array([merge_same_answers(row, [e.answers[a] for a in ACTIONS]) for row, e in zip(probs, examples)])
     return [ACTIONS[int(np.argmax(row))] for row in probs]
-
 
 
 RISK_FEATURES = ("risk_internal", "risk_external", "risk_rewrite")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from speech_hands.training.cross_validation import cross_validate, nested_selection
+from speech_hands.training.fitting import fit_reflector, fit_risk_policy, make_examples, rescoring_fit
 from speech_hands.training.recipe import Recipe, recipe_items
 from speech_hands.training.records import PoolRunner, build_records
-from speech_hands.training.fitting import fit_reflector, fit_risk_policy, make_examples, rescoring_fit
 
 #: rewrite configurations cross-validated by the recipe: (prompted re-decode in the pool, selection,
 #: policy). Policy "linear" is the logistic-regression reflector over all features; "risk" is the
@@ -60,7 +61,9 @@ def run_recipe(
     if progress is not None:
         with progress() as bar:
             task = bar.add_task("decode + score", total=len(items))
-            records = build_records(items, cache, lambda: PoolRunner(recipe.pool), recipe.pool, lambda _: bar.advance(task))
+            records = build_records(
+                items, cache, lambda: PoolRunner(recipe.pool), recipe.pool, lambda _: bar.advance(task)
+            )
     else:
         records = build_records(items, cache, lambda: PoolRunner(recipe.pool), recipe.pool)
     configs = REWRITE_CONFIGS if rewrite == "auto" else {rewrite: REWRITE_CONFIGS[rewrite]}
@@ -98,7 +101,10 @@ def run_recipe(
         recipe=recipe.model_dump(mode="json"),
         recipe_hash=recipe.hash(),
         training={"records": counts, **info, "python": platform.python_version()},
-        metrics={k: {kk: v[kk] for kk in ("wer", "agent_over_best_single", "gap_closed", "per_action")} for k, v in cv.items()},
+        metrics={
+            k: {kk: v[kk] for kk in ("wer", "agent_over_best_single", "gap_closed", "per_action")}
+            for k, v in cv.items()
+        },
     )
     if out is not None:
         artifact.save(out)

@@ -17,8 +17,8 @@ from speech_hands.training.corpus import (
     augment,
     espeak_available,
     espeak_items,
-    real_items,
     noise_files,
+    real_items,
     text_sentences,
 )
 from speech_hands.training.records import PoolConfig
@@ -77,7 +77,9 @@ def recipe_items(recipe: Recipe, shared: Path, work_dir: Path, *, limit: int | N
         for k in range(recipe.augment_per_utterance):
             speed = rng.choice(recipe.speeds)
             snr = rng.choice(recipe.snrs_db)
-            items.append(augment(item, work_dir, noise=rng.choice(noises), snr_db=snr, speed=speed, seed=recipe.seed + k))
+            items.append(
+                augment(item, work_dir, noise=rng.choice(noises), snr_db=snr, speed=speed, seed=recipe.seed + k)
+            )
     n_synth = recipe.espeak_utterances if limit is None else min(recipe.espeak_utterances, limit)
     if n_synth and espeak_available():
         speakers = {i.group for i in real_items(recipe.data, shared)}

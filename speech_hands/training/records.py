@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,9 +75,9 @@ class PoolRunner:
     """Decodes and scores items with real models (loaded lazily, shared with the agent's cache)."""
 
     def __init__(self, config: PoolConfig | None = None) -> None:
+        from speech_hands.backends.faster_whisper import FasterWhisperASR
         from speech_hands.reflection.learned.rescoring import PromptedCandidates
         from speech_hands.reflection.learned.scoring import WhisperScorer
-        from speech_hands.backends.faster_whisper import FasterWhisperASR
 
         self.config = config or PoolConfig()
         c = self.config
@@ -92,7 +92,9 @@ class PoolRunner:
         audio = load_audio(item.audio, utterance_id=item.id)
         n = self.config.n_best
         internal = ToolOutput(tool=self.internal.name, role="internal", hypotheses=self.internal.transcribe(audio, n))
-        externals = [ToolOutput(tool=e.name, role="external", hypotheses=e.transcribe(audio, n)) for e in self.externals]
+        externals = [
+            ToolOutput(tool=e.name, role="external", hypotheses=e.transcribe(audio, n)) for e in self.externals
+        ]
         extra = []
         if self.generator is not None:
             out = self.generator.generate(audio, [internal, *externals])

@@ -10,7 +10,7 @@ references, the internal prediction and the external N-best, run live or replaye
 - ``sft.jsonl``: supervised fine-tuning records: the reflection prompt from :mod:`speech_hands.prompts`
   (external candidates, then the model's own first pass) and the target = action token + text.
 
-SFT target text (METHOD.md section 3): by default the GOLD text for every action (``target="gold"``),
+SFT target text (docs/method.md section 3): by default the GOLD text for every action (``target="gold"``),
 so the model learns to correct, not to copy; ``target="source"`` writes the routed text instead (own
 prediction for ``<internal>``, the best external candidate for ``<external>``, gold for
 ``<rewrite>``). ASR targets have no space after the token, AudioQA targets one.
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from speech_hands.metrics.labels import GoldLabel, LabelRule
 from speech_hands.evals.routing import gold_label
 from speech_hands.evals.runner import ItemResult
+from speech_hands.metrics.labels import GoldLabel, LabelRule
 from speech_hands.prompts import asr_reflection_prompt, audioqa_reflection_prompt, sft_target
 from speech_hands.types import Action
 
@@ -78,8 +79,16 @@ def build_supervision(
         audio = (audio_paths or {}).get(r.id, r.audio)
         items.append(
             LabelledItem(
-                id=r.id, task=r.task, dataset=r.dataset, speaker=r.speaker, audio=audio, gold=gold,
-                internal=internal, externals=externals, rewrite=r.rewrite_candidate, label=label,
+                id=r.id,
+                task=r.task,
+                dataset=r.dataset,
+                speaker=r.speaker,
+                audio=audio,
+                gold=gold,
+                internal=internal,
+                externals=externals,
+                rewrite=r.rewrite_candidate,
+                label=label,
             )
         )
         if r.task == "qa":
@@ -94,8 +103,12 @@ def build_supervision(
             text = label.external_text
         records.append(
             SFTRecord(
-                id=r.id, task=r.task, audio=audio, prompt=prompt,
-                target=sft_target(label.action, text, task=r.task), action=label.action,
+                id=r.id,
+                task=r.task,
+                audio=audio,
+                prompt=prompt,
+                target=sft_target(label.action, text, task=r.task),
+                action=label.action,
             )
         )
     return items, records, unlabelled
@@ -125,5 +138,7 @@ def write_supervision(
     dump("sft.jsonl", records)
     counts = Counter(i.label.action.value for i in items)
     summary = {a.value: counts.get(a.value, 0) for a in Action} | {"unlabelled": unlabelled}
-    (out / "summary.json").write_text(json.dumps({"rule": rule.describe(), "target": target, "counts": summary}, indent=2) + "\n")
+    (out / "summary.json").write_text(
+        json.dumps({"rule": rule.describe(), "target": target, "counts": summary}, indent=2) + "\n"
+    )
     return summary

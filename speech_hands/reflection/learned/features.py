@@ -24,9 +24,9 @@ both call them, so no train/serve skew can creep in.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -201,7 +201,9 @@ def pool_risk(pool: CandidatePool, scores: Sequence[float], alpha: float) -> tup
     return p, expected_risk(errors, p)
 
 
-def pick(pool: CandidatePool, scores: Sequence[float], risk: np.ndarray, selection: Selection, members=None) -> int | None:
+def pick(
+    pool: CandidatePool, scores: Sequence[float], risk: np.ndarray, selection: Selection, members=None
+) -> int | None:
     """The selection's choice among ``members`` (default: the whole pool); None if there is none.
 
     MAP: the best score (ties: the earlier candidate); MBR: the least expected risk."""

@@ -20,9 +20,10 @@ the matrix is cached per candidate set (the policy and the rewrite share it). Fo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -89,7 +90,6 @@ def mbr_index(risk: np.ndarray, scores: Sequence[float], members: Sequence[int] 
     if not idx:
         return None
     return min(idx, key=lambda i: (round(float(risk[i]), 9), -scores[i], i))
-
 
 
 @dataclass(frozen=True)

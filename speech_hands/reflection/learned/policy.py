@@ -30,17 +30,18 @@ import hashlib
 import json
 import math
 import random
+from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any, Hashable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.errors import ConfigurationError
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.reflection.learned.features import audio_statistics, reflector_features
 from speech_hands.reflection.learned.mbr import Selection
 from speech_hands.reflection.learned.rescoring import RescoringRewriter
-from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Action, Reflection
 
 FORMAT = "speech-hands-reflector"
@@ -81,7 +82,15 @@ class ReflectorArtifact(BaseModel):
 
     def checksum(self) -> str:
         """Hash of the parameters that decide predictions (not of the metadata)."""
-        params: list[Any] = [self.features, self.mean, self.scale, self.coef, self.intercept, self.temperature, self.weights]
+        params: list[Any] = [
+            self.features,
+            self.mean,
+            self.scale,
+            self.coef,
+            self.intercept,
+            self.temperature,
+            self.weights,
+        ]
         if (self.selection, self.alpha) != ("map", 1.0):  # older (MAP-only) artifacts keep their checksum
             params += [self.selection, self.alpha]
         core = json.dumps(params, sort_keys=True)
@@ -195,7 +204,12 @@ class LearnedPolicy:
         original = inp.original_internal or inp.internal
         externals = [o for o in inp.externals if o.ok]
         feats, chosen = reflector_features(
-            pool, original, externals, audio_statistics(inp.audio.samples), self.rewriter.weights, self.rewriter.selection
+            pool,
+            original,
+            externals,
+            audio_statistics(inp.audio.samples),
+            self.rewriter.weights,
+            self.rewriter.selection,
         )
         probs = self.predict_proba(feats)
         if not (pool.internal_tool and chosen["internal"] is not None):

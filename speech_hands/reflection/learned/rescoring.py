@@ -34,18 +34,18 @@ import logging
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
+from speech_hands.audio import AudioInput
 from speech_hands.errors import ToolFailure
+from speech_hands.reflection.base import ReflectionInput
 from speech_hands.reflection.learned.features import CandidatePool, pick, pool_from_outputs, pool_risk, rescore
 from speech_hands.reflection.learned.mbr import Selection
 from speech_hands.reflection.learned.scoring import CandidateScore, WhisperScorer
 from speech_hands.text import NormalizerName, get_normalizer
-from speech_hands.audio import AudioInput
-from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Hypothesis, ToolOutput
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,9 @@ class RescoringRewriter:
         cand = analysis.pool.candidates[analysis.best]
         first = next(iter(self.scorers))
         mean = cand.totals[first] / (cand.n_tokens[first] + 1)
-        return Hypothesis(text=cand.surfaces[0], score=mean if math.isfinite(mean) else None, source=f"rewrite:{self.name}")
+        return Hypothesis(
+            text=cand.surfaces[0], score=mean if math.isfinite(mean) else None, source=f"rewrite:{self.name}"
+        )
 
 
 class PromptedRedecodeRewriter:

@@ -10,7 +10,7 @@ How (CTranslate2 4.x): the candidate's tokens are passed as the decoder prompt a
 the returned logits hold one row per forced token plus one for the step after the last token, so a
 single batched ``generate`` call gives the log-probability of every token **and of end-of-text**.
 End-of-text matters: without it the summed log-probability favours candidates that stop early
-(FEASIBILITY.md measured 13.4 % WER when picking by the sum alone). ``max_length`` must be about
+(picking by the sum alone measured 13.4 % WER in development). ``max_length`` must be about
 ``2 * (tokens + 1)``: CTranslate2 4.8 returns ``max_length // 2`` logits rows when a prompt is forced
 (measured, not documented), and a smaller value silently scores only part of the candidate (the
 code checks the row count).
@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
