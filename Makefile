@@ -52,9 +52,9 @@ $(EXTRAS_VENV)/.installed: pyproject.toml
 	$(EXTRAS_VENV)/bin/pip install -q -e ".[dev,omni,nemo,server]" "$(TORCH_PIN)"
 	touch $@
 
+# exactly the tests marked `extras` (tests/backends/extras/ and the contract suite's heavy backends)
 test-extras: $(EXTRAS_VENV)/.installed
-	SPEECH_HANDS_EXTRAS=1 $(EXTRAS_PY) -m pytest -p no:cacheprovider tests/test_backend_qwen_omni.py \
-		tests/test_backend_audio_flamingo.py tests/test_backend_nemo.py tests/test_backend_openai_server.py
+	$(EXTRAS_PY) -m pytest -p no:cacheprovider -m extras
 
 bench: install
 	$(PY) benchmarks/overhead.py

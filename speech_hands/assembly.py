@@ -33,14 +33,14 @@ when it fits the models (else the confidence baseline, with a warning), and none
 
 Errors a user can act on are :class:`~speech_hands.errors.ConfigurationError` naming the fix: an
 unknown kind (lists the known ones), an unknown option (lists the backend's options), a missing extra
-(``pip install 'speech-hands[nemo]'``), and, because ``preload`` (default true) loads every model
-while assembling, a checkpoint without the action tokens.
+(``pip install 'speech-hands[nemo]'``; the backend class lists its extras in ``requires``, checked
+before constructing, see :class:`~speech_hands.backends.loading.OptionalExtra`), and, because
+``preload`` (default true) loads every model while assembling, a checkpoint without the action tokens.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import json
 import logging
@@ -61,38 +61,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BackendKind:
-    """Where a backend kind lives and what it needs."""
+    """Where a backend kind lives and which roles it serves (its class says what it needs: ``requires``)."""
 
     module: str
     cls: str
     roles: tuple[Role, ...]
-    #: (importable module, extra name) pairs checked before constructing
-    requires: tuple[tuple[str, str], ...] = ()
     needs_predictor: bool = False
 
 
 REGISTRY: dict[str, BackendKind] = {
-    "qwen-omni": BackendKind("speech_hands.backends.qwen_omni", "QwenOmni", ("omni",), (("transformers", "omni"),)),
-    "chat-llm": BackendKind(
-        "speech_hands.reflection.chat_llm",
-        "ChatLLMReflector",
-        ("policy",),
-        (("transformers", "omni"),),
-        needs_predictor=True,
-    ),
-    "openai-server": BackendKind(
-        "speech_hands.backends.openai_server", "OpenAIServerOmni", ("omni",), (("httpx", "server"),)
-    ),
+    "qwen-omni": BackendKind("speech_hands.backends.qwen_omni", "QwenOmni", ("omni",)),
+    "chat-llm": BackendKind("speech_hands.reflection.chat_llm", "ChatLLMReflector", ("policy",), needs_predictor=True),
+    "openai-server": BackendKind("speech_hands.backends.openai_server", "OpenAIServerOmni", ("omni",)),
     "embedded": BackendKind("speech_hands.backends.composed", "ComposedOmni", ("omni",), needs_predictor=True),
-    "nemo": BackendKind("speech_hands.backends.nemo", "NemoASR", ("asr",), (("nemo", "nemo"),)),
+    "nemo": BackendKind("speech_hands.backends.nemo", "NemoASR", ("asr",)),
     "openai-whisper": BackendKind("speech_hands.backends.openai_whisper", "OpenAIWhisperASR", ("asr",)),
     "faster-whisper": BackendKind("speech_hands.backends.faster_whisper", "FasterWhisperASR", ("asr",)),
-    "openai-transcription": BackendKind(
-        "speech_hands.backends.openai_server", "OpenAIServerASR", ("asr",), (("httpx", "server"),)
-    ),
-    "audio-flamingo-3": BackendKind(
-        "speech_hands.backends.audio_flamingo", "AudioFlamingo3", ("caption",), (("transformers", "omni"),)
-    ),
+    "openai-transcription": BackendKind("speech_hands.backends.openai_server", "OpenAIServerASR", ("asr",)),
+    "audio-flamingo-3": BackendKind("speech_hands.backends.audio_flamingo", "AudioFlamingo3", ("caption",)),
 }
 _ALIASES = {
     "af3": "audio-flamingo-3",
@@ -177,13 +163,18 @@ def read_config(source: str | Path | Mapping[str, Any] | SpeechHandsConfig) -> t
         raise ConfigurationError(f"invalid speech-hands configuration:\n{exc}") from exc
 
 
+def _backend_class(kind: str) -> type:
+    """The class of a backend kind (its module imports light: heavy libraries load with the model)."""
+    entry = REGISTRY[kind]
+    return getattr(importlib.import_module(entry.module), entry.cls)
+
+
 def _check_requirements(kind: str) -> None:
-    for module, extra in REGISTRY[kind].requires:
-        if importlib.util.find_spec(module) is None:
-            raise ConfigurationError(
-                f"backend kind {kind!r} needs the {module!r} package, which is not installed: "
-                f"pip install 'speech-hands[{extra}]'"
-            )
+    """Check the optional extras the backend class lists in ``requires`` (each an
+    :class:`~speech_hands.backends.loading.OptionalExtra`): a missing one is a ConfigurationError
+    naming the ``pip install`` now, before anything loads."""
+    for extra in getattr(_backend_class(kind), "requires", ()):
+        extra.check()
 
 
 def _resolve_paths(options: dict[str, Any], base: Path | None) -> dict[str, Any]:
@@ -295,8 +286,7 @@ class _OmniAnswers(_OmniTranscribes):
 
 
 def _instantiate(kind: str, options: dict[str, Any]) -> Any:
-    entry = REGISTRY[kind]
-    cls = getattr(importlib.import_module(entry.module), entry.cls)
+    cls = _backend_class(kind)
     try:
         return cls(**options)
     except TypeError as exc:

@@ -164,14 +164,14 @@ def trace(
     """Show the decision history of one run, read back from the checkpointer (no model is run)."""
     from speech_hands.agent.speech_hands import open_checkpointer
     from speech_hands.config import AgentConfig
-    from speech_hands.graphs.routing import RoutingGraph
+    from speech_hands.graphs.routing import graph_shape
     from speech_hands.tracing.render import render_trace
     from speech_hands.tracing.trace import read_trace
 
     db = AgentConfig(trace_db=trace_db).resolved_trace_db()
     if db != ":memory:" and not Path(db).exists():
         raise SpeechHandsError(f"no trace database at {db}; run `speech-hands transcribe` first or pass --trace-db")
-    graph = RoutingGraph.skeleton().build().compile(checkpointer=open_checkpointer(db))
+    graph = graph_shape().compile(checkpointer=open_checkpointer(db))
     decision_trace = read_trace(graph, thread_id)
     if as_json:
         print(decision_trace.model_dump_json(indent=2))
@@ -219,10 +219,10 @@ def demo(
 
 @app.command()
 def graph() -> None:
-    """Print the routing state machine as Mermaid."""
-    from speech_hands.graphs.routing import RoutingGraph
+    """Print the routing state machine as Mermaid (no model is loaded)."""
+    from speech_hands.graphs.routing import graph_shape
 
-    print(RoutingGraph.skeleton().build().compile().get_graph().draw_mermaid())
+    print(graph_shape().compile().get_graph().draw_mermaid())
 
 
 def _register_subcommands() -> None:

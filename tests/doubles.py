@@ -76,6 +76,13 @@ class FixedASR:
         ]
 
 
+class FixedCaption(FixedASR):
+    """A caption / audio-QA backend returning fixed answers (an omni model's own answer in QA graphs)."""
+
+    def caption(self, audio: AudioInput, question: str | None = None) -> list[Hypothesis]:
+        return self.transcribe(audio)
+
+
 class FailingASR:
     def __init__(self, name: str = "broken-asr", exc: Exception | None = None) -> None:
         self.name = name

@@ -209,6 +209,136 @@ def build_audio_flamingo3(directory: Path, shared_data: Path, *, seed: int = 0) 
     return directory
 
 
+def build_tiny_whisper(path: Path, seed: int = 0) -> Path:
+    """A random multilingual-vocabulary Whisper saved the way whisper.load_model reads checkpoints
+    (openai-whisper is a core dependency: no extras needed)."""
+    from dataclasses import asdict
+
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    dims = ModelDimensions(
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=64,
+        n_audio_head=2,
+        n_audio_layer=1,
+        n_vocab=51865,
+        n_text_ctx=448,
+        n_text_state=64,
+        n_text_head=2,
+        n_text_layer=1,
+    )
+    torch.manual_seed(seed)
+    model = Whisper(dims)
+    # Whisper leaves the decoder's positional embedding as torch.empty (a checkpoint always fills it)
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
+    torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, path)
+    return path
+
+
+def build_tiny_tdt(directory: Path, shared_data: Path) -> Path:
+    """A tiny random Parakeet-style TDT transducer (FastConformer encoder, TDT joint, SentencePiece BPE
+    trained offline on the shared transcripts), saved as a real ``.nemo`` archive. NeMo's import writes
+    ``~/.lhotse``: callers point ``HOME`` at a temporary directory first."""
+    import sentencepiece
+    import torch
+    from nemo.collections.asr.models import EncDecRNNTBPEModel
+    from omegaconf import OmegaConf
+
+    sp_dir = directory / "tokenizer"
+    sp_dir.mkdir(parents=True)
+    (sp_dir / "text.txt").write_text("\n".join(t.lower() for t in corpus(shared_data)[:60]))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(sp_dir / "text.txt"),
+        model_prefix=str(sp_dir / "tokenizer"),
+        vocab_size=64,
+        model_type="bpe",
+        character_coverage=1.0,
+        bos_id=-1,
+        eos_id=-1,
+        unk_id=0,
+        minloglevel=2,
+    )
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(sp_dir / "tokenizer.model"))
+    (sp_dir / "vocab.txt").write_text("\n".join(sp.id_to_piece(i) for i in range(sp.get_piece_size())) + "\n")
+    durations = [0, 1, 2, 3, 4]
+    cfg = OmegaConf.create(
+        {
+            "sample_rate": 16000,
+            "tokenizer": {"dir": str(sp_dir), "type": "bpe"},
+            "preprocessor": {
+                "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+                "sample_rate": 16000,
+                "normalize": "per_feature",
+                "window_size": 0.025,
+                "window_stride": 0.01,
+                "features": 80,
+                "n_fft": 512,
+                "dither": 0.0,
+                "pad_to": 0,
+            },
+            "encoder": {
+                "_target_": "nemo.collections.asr.modules.ConformerEncoder",
+                "feat_in": 80,
+                "n_layers": 1,
+                "d_model": 32,
+                "subsampling": "dw_striding",
+                "subsampling_factor": 8,
+                "subsampling_conv_channels": 32,
+                "n_heads": 2,
+                "ff_expansion_factor": 2,
+                "conv_kernel_size": 9,
+                "self_attention_model": "rel_pos",
+                "xscaling": True,
+            },
+            "decoder": {
+                "_target_": "nemo.collections.asr.modules.RNNTDecoder",
+                "normalization_mode": None,
+                "random_state_sampling": False,
+                "blank_as_pad": True,
+                "prednet": {"pred_hidden": 32, "pred_rnn_layers": 1},
+            },
+            "joint": {
+                "_target_": "nemo.collections.asr.modules.RNNTJoint",
+                "log_softmax": None,
+                "preserve_memory": False,
+                "fuse_loss_wer": False,
+                "num_extra_outputs": len(durations),
+                "jointnet": {"joint_hidden": 32, "activation": "relu", "encoder_hidden": 32, "pred_hidden": 32},
+            },
+            "model_defaults": {
+                "enc_hidden": 32,
+                "pred_hidden": 32,
+                "joint_hidden": 32,
+                "tdt_durations": durations,
+                "num_tdt_durations": len(durations),
+            },
+            "decoding": {
+                "strategy": "greedy_batch",
+                "model_type": "tdt",
+                "durations": durations,
+                "greedy": {"max_symbols": 10},
+            },
+            "loss": {
+                "loss_name": "tdt",
+                "tdt_kwargs": {
+                    "fastemit_lambda": 0.0,
+                    "clamp": -1.0,
+                    "durations": durations,
+                    "sigma": 0.02,
+                    "omega": 0.1,
+                },
+            },
+        }
+    )
+    torch.manual_seed(0)
+    model = EncDecRNNTBPEModel(cfg=cfg)
+    path = directory / "parakeet-tdt-tiny-random.nemo"
+    model.save_to(str(path))
+    return path
+
+
 def steer_first_token(directory: Path, token: str, prompts_hidden: Any, margin: float = 30.0) -> None:
     """Edit a saved model's output row for ``token`` so that it wins the first position for inputs
     whose last hidden state resembles ``prompts_hidden`` (a (n, hidden) tensor of such states): a
@@ -227,8 +357,8 @@ def steer_first_token(directory: Path, token: str, prompts_hidden: Any, margin: 
 
 
 def require(module: str) -> Any:
-    """Import an optional dependency of a backend test. These modules only run in `make test-extras`
-    (see ``EXTRAS_MODULES`` in conftest.py), where a missing package must fail loudly."""
+    """Import an optional dependency of a backend test. Those tests carry the ``extras`` marker and run
+    in `make test-extras` (see tests/backends/extras/conftest.py), where a missing package must fail loudly."""
     import importlib
 
     return importlib.import_module(module)

@@ -38,7 +38,16 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from speech_hands.audio import AudioInput
-from speech_hands.backends.loading import Loaded, dtype_name, missing_extra, resolve_device, resolve_dtype, shared_model
+from speech_hands.backends.loading import (
+    TRANSFORMERS,
+    LazyModel,
+    Loaded,
+    ModelRequest,
+    dtype_name,
+    model_name,
+    resolve_device,
+    resolve_dtype,
+)
 from speech_hands.errors import ConfigurationError
 from speech_hands.reflection import action_tokens as at
 from speech_hands.reflection.base import ReflectionInput
@@ -49,14 +58,6 @@ log = logging.getLogger(__name__)
 
 Task = Literal["asr", "audioqa"]
 WriteAnswer = Literal["never", "samples", "always"]
-
-
-def import_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as exc:
-        raise missing_extra("transformers", "omni", "this model backend", exc) from exc
-    return transformers
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class ActionTokenLM:
 
     #: whether the model hears the audio (the omni backend) or reads text only
     hears_audio: bool = False
+    #: checked by assembly before constructing
+    requires = (TRANSFORMERS,)
 
     def __init__(
         self,
@@ -133,7 +136,7 @@ class ActionTokenLM:
         self.model_spec = str(model)
         self.task: Task = task
         self.kind: ToolKind = "asr" if task == "asr" else "answer"
-        self.name = name or str(model).rstrip("/").split("/")[-1]
+        self.name = name or model_name(model)
         self.device_spec = device
         self.dtype_spec = dtype
         self.device_map = device_map
@@ -147,9 +150,9 @@ class ActionTokenLM:
         self.local_files_only = local_files_only
         self.attn_implementation = attn_implementation
         self._normalize = get_normalizer(normalizer)
-        self._loaded: Loaded | None = None
-        self._lock = threading.Lock()
+        self._model = LazyModel(self._model_request)
         self._draws: OrderedDict[str, list[Reflection]] = OrderedDict()
+        self._draws_lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
 
@@ -158,23 +161,22 @@ class ActionTokenLM:
 
     def load(self) -> Loaded:
         """Load (or fetch the process-wide copy of) the model now; later calls are free."""
-        if self._loaded is None:
-            with self._lock:
-                if self._loaded is None:
-                    import_transformers()
-                    device = resolve_device(self.device_spec)
-                    dtype = resolve_dtype(self.dtype_spec, device)
-                    key = (
-                        type(self).__name__,
-                        self.model_spec,
-                        device,
-                        dtype_name(dtype),
-                        repr(self.device_map),
-                        self.add_action_tokens,
-                        self.attn_implementation,
-                    )
-                    self._loaded = shared_model(key, lambda: self._load(device, dtype))
-        return self._loaded
+        return self._model.get()
+
+    def _model_request(self) -> ModelRequest:
+        TRANSFORMERS.check()  # the install hint comes before any device error
+        device = resolve_device(self.device_spec)
+        dtype = resolve_dtype(self.dtype_spec, device)
+        key = (
+            type(self).__name__,
+            self.model_spec,
+            device,
+            dtype_name(dtype),
+            repr(self.device_map),
+            self.add_action_tokens,
+            self.attn_implementation,
+        )
+        return ModelRequest(key, lambda: self._load(device, dtype))
 
     def _from_pretrained_kwargs(self, dtype: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": self.local_files_only}
@@ -292,7 +294,7 @@ class ActionTokenLM:
         fixed seed. The global torch RNG is forked, so seeding here disturbs nobody else."""
         import torch
 
-        transformers = import_transformers()
+        transformers = TRANSFORMERS.import_module()
         loaded = self.load()
         model, tokenizer = loaded.model, loaded.extras["tokenizer"]
         eos = model.generation_config.eos_token_id
@@ -382,16 +384,16 @@ class ActionTokenLM:
 
     def _cached_draws(self, inp: ReflectionInput, prompt: str) -> list[Reflection]:
         key = f"{inp.audio.id}|{inp.round}|{inp.seed}|{inp.n_samples}|{self._salt(prompt)}"
-        with self._lock:
+        with self._draws_lock:
             draws = self._draws.get(key)
         if draws is None:
             loaded = self.load()
             with loaded.lock:  # the first branch computes the batch, the others wait and reuse it
-                with self._lock:
+                with self._draws_lock:
                     draws = self._draws.get(key)
                 if draws is None:
                     draws = self._draw_batch(inp, prompt, inp.n_samples)
-                    with self._lock:
+                    with self._draws_lock:
                         self._draws[key] = draws
                         while len(self._draws) > 32:
                             self._draws.popitem(last=False)

@@ -12,13 +12,19 @@ ordered by their mean log-probability per token, duplicates merged. Sampling use
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 from speech_hands.audio import AudioInput
-from speech_hands.backends.action_lm import import_transformers
-from speech_hands.backends.loading import Loaded, dtype_name, resolve_device, resolve_dtype, shared_model
+from speech_hands.backends.loading import (
+    TRANSFORMERS,
+    LazyModel,
+    Loaded,
+    ModelRequest,
+    dtype_name,
+    resolve_device,
+    resolve_dtype,
+)
 from speech_hands.errors import ConfigurationError
 from speech_hands.prompts import audio_caption_prompt
 from speech_hands.reflection.action_tokens import clean_answer
@@ -27,6 +33,9 @@ from speech_hands.types import Hypothesis
 
 class AudioFlamingo3:
     """Captioning / audio question answering with Audio Flamingo 3."""
+
+    #: checked by assembly before constructing
+    requires = (TRANSFORMERS,)
 
     def __init__(
         self,
@@ -56,11 +65,10 @@ class AudioFlamingo3:
         self.top_p = top_p
         self.seed = seed
         self.local_files_only = local_files_only
-        self._loaded: Loaded | None = None
-        self._lock = threading.Lock()
+        self._model = LazyModel(self._model_request)
 
     def _load(self, device: str, dtype: Any) -> Loaded:
-        transformers = import_transformers()
+        transformers = TRANSFORMERS.import_module()
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": self.local_files_only}
         if self.device_map is not None:
             kwargs["device_map"] = self.device_map
@@ -81,15 +89,15 @@ class AudioFlamingo3:
         return Loaded(model=model, extras={"processor": processor})
 
     def load(self) -> Loaded:
-        if self._loaded is None:
-            with self._lock:
-                if self._loaded is None:
-                    import_transformers()
-                    device = resolve_device(self.device_spec)
-                    dtype = resolve_dtype(self.dtype_spec, device)
-                    key = ("af3", self.model_spec, device, dtype_name(dtype), repr(self.device_map))
-                    self._loaded = shared_model(key, lambda: self._load(device, dtype))
-        return self._loaded
+        """Load (or fetch the process-wide copy of) the model now; later calls are free."""
+        return self._model.get()
+
+    def _model_request(self) -> ModelRequest:
+        TRANSFORMERS.check()  # the install hint comes before any device error
+        device = resolve_device(self.device_spec)
+        dtype = resolve_dtype(self.dtype_spec, device)
+        key = ("af3", self.model_spec, device, dtype_name(dtype), repr(self.device_map))
+        return ModelRequest(key, lambda: self._load(device, dtype))
 
     def _inputs(self, loaded: Loaded, prompts: Sequence[str], audios: Sequence[AudioInput]) -> dict[str, Any]:
         processor = loaded.extras["processor"]
@@ -112,7 +120,7 @@ class AudioFlamingo3:
     ) -> list[list[tuple[str, float | None]]]:
         import torch
 
-        transformers = import_transformers()
+        transformers = TRANSFORMERS.import_module()
         loaded = self.load()
         model, processor = loaded.model, loaded.extras["processor"]
         tokenizer = processor.tokenizer

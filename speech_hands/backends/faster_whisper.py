@@ -5,7 +5,7 @@ search directly: encode the log-mel features once, then ``generate(num_hypothese
 return_scores=True, length_penalty=1)``, which returns the n best beams with their **mean
 log-probability per token** as score (so ``exp(score)`` is a per-token probability).
 
-The encoder states of each window are cached per model (keyed by the window's samples), so the
+The encoder states of each window are cached per loaded model (keyed by the window's samples), so the
 learned reflector's re-decode and scoring passes reuse what perception already encoded instead of
 running the encoder again (about a third of a second per window for base on 2 CPU cores).
 
@@ -13,9 +13,10 @@ One ``generate`` call covers one 30 s window. Longer audio is cut into windows a
 the windows are decoded in one batched call; their N-best lists are joined rank-wise
 (:mod:`speech_hands.backends.windows` documents both steps, shared by every windowed backend).
 
-Models load lazily, once per process: backends on the same weights and settings share one
-``WhisperModel``. CTranslate2 models are safe to call from several threads (calls to one model queue
-inside it; different models run at the same time), which the parallel perception fan-out relies on.
+Models load lazily, once per process (:class:`~speech_hands.backends.loading.LazyModel`): backends on
+the same weights and settings share one ``WhisperModel`` and its encoder-state cache. CTranslate2
+models are safe to call from several threads (calls to one model queue inside it; different models
+run at the same time), which the parallel perception fan-out relies on.
 """
 
 from __future__ import annotations
@@ -30,18 +31,15 @@ from typing import Any
 import numpy as np
 
 from speech_hands.audio import AudioInput
+from speech_hands.backends.loading import LazyModel, Loaded, ModelRequest, model_name
 from speech_hands.backends.weights import BUNDLED_PREFIX, resolve_model
 from speech_hands.backends.windows import nbest_over_windows, split_windows
 from speech_hands.errors import ConfigurationError
 from speech_hands.types import Hypothesis
 
-__all__ = ["FasterWhisperASR", "load_whisper", "split_windows"]
+__all__ = ["EncoderCache", "FasterWhisperASR", "split_windows"]
 
 log = logging.getLogger(__name__)
-
-
-_models: dict[tuple[str, str, str, int], Any] = {}
-_models_lock = threading.Lock()
 
 
 class EncoderCache:
@@ -85,29 +83,21 @@ class EncoderCache:
             self._states.clear()
 
 
-_encoder_caches: dict[int, EncoderCache] = {}
+def _load_whisper(path: str, device: str, compute_type: str, cpu_threads: int) -> Loaded:
+    """A ``faster_whisper.WhisperModel`` with an empty encoder-state cache of its own."""
+    from faster_whisper import WhisperModel
 
-
-def load_whisper(path: str, device: str, compute_type: str, cpu_threads: int) -> Any:
-    """A process-wide shared ``faster_whisper.WhisperModel`` for these settings."""
-    key = (path, device, compute_type, cpu_threads)
-    with _models_lock:
-        model = _models.get(key)
-        if model is None:
-            from faster_whisper import WhisperModel
-
-            try:
-                model = WhisperModel(
-                    path, device=device, compute_type=compute_type, cpu_threads=cpu_threads, local_files_only=False
-                )
-            except Exception as exc:
-                raise ConfigurationError(
-                    f"cannot load Whisper model {path!r} ({type(exc).__name__}: {exc}). Offline, use "
-                    "bundled:base / bundled:tiny.en or a local CTranslate2 directory "
-                    "(ct2-transformers-converter converts a Hugging Face Whisper checkpoint)."
-                ) from exc
-            _models[key] = model
-        return model
+    try:
+        model = WhisperModel(
+            path, device=device, compute_type=compute_type, cpu_threads=cpu_threads, local_files_only=False
+        )
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot load Whisper model {path!r} ({type(exc).__name__}: {exc}). Offline, use "
+            "bundled:base / bundled:tiny.en or a local CTranslate2 directory "
+            "(ct2-transformers-converter converts a Hugging Face Whisper checkpoint)."
+        ) from exc
+    return Loaded(model=model, extras={"encoder_cache": EncoderCache()})
 
 
 def _storage(array: np.ndarray) -> Any:
@@ -133,33 +123,30 @@ class FasterWhisperASR:
         max_length: int = 448,
     ) -> None:
         self.model_spec = model
-        self.name = name or ("whisper-" + model.removeprefix(BUNDLED_PREFIX).rstrip("/").split("/")[-1])
+        self.name = name or model_name(model, prepend="whisper-", drop_prefix=BUNDLED_PREFIX)
         self.device = device
         self.compute_type = compute_type
         self.cpu_threads = cpu_threads
         self.beam_size = beam_size
         self.language = language
         self.max_length = max_length
-        self._model: Any = None
-        self._lock = threading.Lock()
+        self._model = LazyModel(self._model_request)
 
     # ------------------------------------------------------------------ loading
 
+    def _model_request(self) -> ModelRequest:
+        path = resolve_model(self.model_spec)
+        key = ("faster-whisper", path, self.device, self.compute_type, self.cpu_threads)
+        return ModelRequest(key, lambda: _load_whisper(path, self.device, self.compute_type, self.cpu_threads))
+
     def load(self) -> Any:
-        """Load (or fetch the shared) model now; later calls are free."""
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    path = resolve_model(self.model_spec)
-                    self._model = load_whisper(path, self.device, self.compute_type, self.cpu_threads)
-        return self._model
+        """The ``WhisperModel``, loaded (or fetched from the process-wide cache) now; later calls are free."""
+        return self._model.get().model
 
     @property
     def encoder_cache(self) -> EncoderCache:
         """The encoder-state cache of the loaded model (shared by every backend on the same model)."""
-        model = self.load()
-        with _models_lock:
-            return _encoder_caches.setdefault(id(model), EncoderCache())
+        return self._model.get().extras["encoder_cache"]
 
     def encode_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Encoder states ``(len(windows), frames, d_model)`` (host memory) of 30 s windows, cached.

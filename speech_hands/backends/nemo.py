@@ -27,28 +27,30 @@ NeMo's import writes ``~/.lhotse`` and caches under ``~``; that is NeMo's behavi
 from __future__ import annotations
 
 import copy
-import threading
 from pathlib import Path
 from typing import Any
 
 from speech_hands.audio import AudioInput
-from speech_hands.backends.loading import Loaded, missing_extra, resolve_device, shared_model
+from speech_hands.backends.loading import LazyModel, Loaded, ModelRequest, OptionalExtra, model_name, resolve_device
 from speech_hands.errors import ConfigurationError
 from speech_hands.types import Hypothesis
 
 DEFAULT_PROMPT = {"source_lang": "en", "target_lang": "en", "pnc": "yes"}
 
+NEMO = OptionalExtra(
+    module="nemo", package="nemo_toolkit[asr]", extra="nemo", what="the NeMo ASR backend (Parakeet, Canary)"
+)
+
 
 def _asr_model_class() -> Any:
-    try:
-        from nemo.collections.asr.models import ASRModel
-    except ImportError as exc:
-        raise missing_extra("nemo_toolkit[asr]", "nemo", "the NeMo ASR backend (Parakeet, Canary)", exc) from exc
-    return ASRModel
+    return NEMO.import_module("nemo.collections.asr.models").ASRModel
 
 
 class NemoASR:
     """An ASR backend (``transcribe(audio, n_best)``) over a NeMo ``ASRModel``."""
+
+    #: checked by assembly before constructing
+    requires = (NEMO,)
 
     def __init__(
         self,
@@ -62,25 +64,24 @@ class NemoASR:
         prompt: dict[str, str] | None = None,
     ) -> None:
         self.model_spec = str(model)
-        self.name = name or str(model).rstrip("/").split("/")[-1].removesuffix(".nemo")
+        self.name = name or model_name(model, drop_suffix=".nemo")
         self.device_spec = device
         self.beam_size = beam_size
         self.strategy = strategy
         self.batch_size = batch_size
         self.prompt = dict(DEFAULT_PROMPT if prompt is None else prompt)
-        self._loaded: Loaded | None = None
-        self._lock = threading.Lock()
+        self._model = LazyModel(self._model_request)
 
     # ------------------------------------------------------------------ loading
 
     def load(self) -> Loaded:
-        if self._loaded is None:
-            with self._lock:
-                if self._loaded is None:
-                    device = resolve_device(self.device_spec)
-                    key = ("nemo", self.model_spec, device, self.strategy, self.beam_size)
-                    self._loaded = shared_model(key, lambda: self._load(device))
-        return self._loaded
+        """Load (or fetch the process-wide copy of) the model now; later calls are free."""
+        return self._model.get()
+
+    def _model_request(self) -> ModelRequest:
+        device = resolve_device(self.device_spec)
+        key = ("nemo", self.model_spec, device, self.strategy, self.beam_size)
+        return ModelRequest(key, lambda: self._load(device))
 
     def _load(self, device: str) -> Loaded:
         import torch
@@ -90,7 +91,10 @@ class NemoASR:
         try:
             if self.model_spec.endswith(".nemo"):
                 if not spec.is_file():
-                    raise ConfigurationError(f"NeMo checkpoint not found: {spec}")
+                    raise ConfigurationError(
+                        f"NeMo checkpoint not found: {spec}. Give the path of a local .nemo file, or a model "
+                        "name (nvidia/parakeet-tdt-0.6b-v3) on a machine that reaches the hub."
+                    )
                 model = asr_model.restore_from(str(spec), map_location=torch.device(device))
             else:
                 model = asr_model.from_pretrained(self.model_spec, map_location=torch.device(device))

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from speech_hands.audio import SAMPLE_RATE, AudioInput
+from speech_hands.backends.loading import OptionalExtra, model_name
 from speech_hands.errors import ConfigurationError, ModelOutputError, ToolFailure
 from speech_hands.prompts import asr_transcription_prompt, audioqa_answer_prompt
 from speech_hands.reflection import action_tokens as at
@@ -49,6 +50,8 @@ from speech_hands.types import Action, Hypothesis, Reflection, ToolKind
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+HTTPX = OptionalExtra(module="httpx", package="httpx", extra="server", what="an OpenAI-compatible server backend")
 
 
 def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
@@ -78,10 +81,7 @@ class HTTPClient:
         max_retries: int = 3,
         backoff_s: float = 0.5,
     ) -> None:
-        try:
-            import httpx
-        except ImportError as exc:  # pragma: no cover - httpx comes with langgraph
-            raise ConfigurationError("the server backends need httpx: pip install 'speech-hands[server]'") from exc
+        httpx = HTTPX.import_module()  # usually there already: langgraph depends on it
         if not base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
@@ -130,6 +130,9 @@ class HTTPClient:
 class OpenAIServerOmni:
     """The omni role served over an OpenAI-compatible chat API (see module docstring)."""
 
+    #: checked by assembly before constructing
+    requires = (HTTPX,)
+
     def __init__(
         self,
         model: str,
@@ -155,7 +158,7 @@ class OpenAIServerOmni:
         self.model = model
         self.task = task
         self.kind: ToolKind = "asr" if task == "asr" else "answer"
-        self.name = name or model.rstrip("/").split("/")[-1]
+        self.name = name or model_name(model)
         self.client = HTTPClient(
             base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s
         )
@@ -265,6 +268,8 @@ class OpenAIServerOmni:
 class OpenAIServerASR:
     """An ASR tool over ``POST /v1/audio/transcriptions`` (1-best: the API returns one transcript)."""
 
+    requires = (HTTPX,)
+
     def __init__(
         self,
         model: str,
@@ -279,7 +284,7 @@ class OpenAIServerASR:
         backoff_s: float = 0.5,
     ) -> None:
         self.model = model
-        self.name = name or model.rstrip("/").split("/")[-1]
+        self.name = name or model_name(model)
         self.language = language
         self.response_format = response_format
         self.client = HTTPClient(

@@ -19,14 +19,13 @@ timings from openai-whisper's cross-attention alignment): the N-best list has no
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from speech_hands.audio import AudioInput
-from speech_hands.backends.loading import Loaded, resolve_device, shared_model
+from speech_hands.backends.loading import LazyModel, Loaded, ModelRequest, model_name, resolve_device
 from speech_hands.backends.windows import nbest_over_windows
 from speech_hands.errors import ConfigurationError
 from speech_hands.types import Hypothesis
@@ -100,7 +99,7 @@ class OpenAIWhisperASR:
         download_root: str | None = None,
     ) -> None:
         self.model_spec = str(model)
-        self.name = name or "whisper-" + str(model).rstrip("/").split("/")[-1].removesuffix(".pt")
+        self.name = name or model_name(model, prepend="whisper-", drop_suffix=".pt")
         self.device_spec = device
         self.fp16 = fp16
         self.beam_size = beam_size
@@ -109,17 +108,16 @@ class OpenAIWhisperASR:
         self.language = language
         self.max_tokens = max_tokens
         self.download_root = download_root
-        self._loaded: Loaded | None = None
-        self._lock = threading.Lock()
+        self._model = LazyModel(self._model_request)
 
     def load(self) -> Loaded:
-        if self._loaded is None:
-            with self._lock:
-                if self._loaded is None:
-                    device = resolve_device(self.device_spec)
-                    key = ("openai-whisper", self.model_spec, device, self.download_root)
-                    self._loaded = shared_model(key, lambda: self._load(device))
-        return self._loaded
+        """Load (or fetch the process-wide copy of) the model now; later calls are free."""
+        return self._model.get()
+
+    def _model_request(self) -> ModelRequest:
+        device = resolve_device(self.device_spec)
+        key = ("openai-whisper", self.model_spec, device, self.download_root)
+        return ModelRequest(key, lambda: self._load(device))
 
     def _load(self, device: str) -> Loaded:
         import whisper

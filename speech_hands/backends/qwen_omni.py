@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from speech_hands.audio import AudioInput
-from speech_hands.backends.action_lm import ActionTokenLM, import_transformers
-from speech_hands.backends.loading import Loaded
+from speech_hands.backends.action_lm import ActionTokenLM
+from speech_hands.backends.loading import TRANSFORMERS, Loaded
 from speech_hands.errors import ConfigurationError
 from speech_hands.prompts import asr_transcription_prompt, audioqa_answer_prompt
 from speech_hands.types import Hypothesis
@@ -42,7 +42,7 @@ WINDOW_S = 30.0
 @lru_cache(maxsize=1)
 def audio_only_processor_class() -> type:
     """``Qwen2_5OmniProcessor`` without its image / video processors (built lazily: needs transformers)."""
-    transformers = import_transformers()
+    transformers = TRANSFORMERS.import_module()
     from transformers.processing_utils import OmniModalProcessorMixin
 
     base = transformers.Qwen2_5OmniProcessor
@@ -83,7 +83,7 @@ def _model_type(spec: str, local_files_only: bool) -> str | None:
         if not config.exists():
             raise ConfigurationError(f"{path} has no config.json; is it a model directory saved with save_pretrained?")
         return json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    transformers = import_transformers()
+    transformers = TRANSFORMERS.import_module()
     try:
         return transformers.AutoConfig.from_pretrained(spec, local_files_only=local_files_only).model_type
     except (OSError, ValueError) as exc:
@@ -112,7 +112,7 @@ class QwenOmni(ActionTokenLM):
     hears_audio = True
 
     def _load(self, device: str, dtype: Any) -> Loaded:
-        transformers = import_transformers()
+        transformers = TRANSFORMERS.import_module()
         model_type = _model_type(self.model_spec, self.local_files_only)
         if model_type not in OMNI_MODEL_TYPES:
             raise ConfigurationError(

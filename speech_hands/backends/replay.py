@@ -88,7 +88,10 @@ class ReplayStore:
     def from_jsonl(cls, path: str | Path) -> ReplayStore:
         path = Path(path)
         if not path.exists():
-            raise ConfigurationError(f"replay file not found: {path}")
+            raise ConfigurationError(
+                f"replay file not found: {path}. Give a JSONL file of replay records (one per utterance, "
+                "format in speech_hands.backends.replay), e.g. written by ReplayStore.to_jsonl."
+            )
         records = []
         with path.open(encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):

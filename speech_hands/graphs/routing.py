@@ -1,28 +1,51 @@
 """The Speech-Hands routing state machine (reads like the method's figure).
 
-::
+This figure is the one description of the graph's edges; ``speech-hands graph`` prints the compiled
+graph itself as Mermaid (no model is loaded)::
 
-    START -> prepare --(silent audio)--------------------------------------------> finish -> END
-               |
-               +--Send one branch per tool--> perceive (internal + every external, in parallel)
-                                                 |
-                                              gather --(no candidate at all)----------> finish
-                                                 |
-               +--Send k draws (k=1: the decision itself)--> reflect (first-token action + probs)
-               |                                                |
-               |                                              vote (majority over the k draws)
-               |                                                |
-               |         <internal> -> use_internal --------------------------------> finish
-               |         <external> -> use_external --------------------------------> finish
-               +-------- <rewrite>  -> rewrite (audio + ALL candidates; while budget left)
+    START --> prepare --(silent audio)--> finish
+                 |
+                 | Send: one branch per tool
+                 v
+              perceive      (internal + every external tool, in parallel)
+                 |
+                 v
+              gather --(no tool produced a candidate)--> finish
+                 |
+                 | Send: k draws (k = 1: the decision itself)
+                 v
+         +--> reflect       (first-token action + the probability of each action)
+         |       |
+         |       v
+         |     vote         (majority over the k draws, then the rewrite budget: records ``route``)
+         |       |
+         |       +--route = use_internal--> use_internal --> finish
+         |       +--route = use_external--> use_external --> finish
+         |       +--route = rewrite-------> rewrite         (audio + ALL candidates)
+         |                                     |
+         +--------Send: k draws----------------+--(the rewrite raised)--> use_internal --> finish
+
+    finish --> END
+
+``vote`` decides where the round leads (:func:`route_decision`) and records it in the state, so the
+edge after it only reads ``route``: ``<internal>`` and ``<external>`` lead to their nodes;
+``<rewrite>`` leads to ``rewrite`` while fewer than ``max_rewrites`` rewrites were made, then to
+``use_internal`` (the latest rewrite is kept, and a note says the budget is spent); with
+``max_rewrites=0`` it leads to the more probable of the internal and the external side (a tie keeps
+the internal one).
 
 After a rewrite the rewritten text becomes the model's own current answer ("internal") and the graph
 reflects again: ``<internal>`` accepts the rewrite, ``<external>`` falls back to the tool, ``<rewrite>``
-rewrites again until ``max_rewrites`` is spent, after which the latest rewrite is kept (traced).
+rewrites again until the budget is spent.
+
+A reflection model that raises counts as an ``<internal>`` draw (policy ``fallback:reflection-failed``,
+the error in its rationale and in ``notes``); a rewrite that raises ends the loop on the latest internal
+answer. Either way the candidates already perceived are kept.
 
 Every node writes its own timing, and failures are recorded in the state (``outputs[*].error``,
 ``notes``) instead of raised, so a trace read back from the checkpointer answers "why this route"
-without re-running anything.
+without re-running anything. :func:`graph_shape` builds the same nodes and edges with no backends
+behind them, to read traces back or draw the graph without loading a model.
 """
 
 from __future__ import annotations
@@ -30,7 +53,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -42,18 +65,46 @@ from langgraph.types import Send
 
 from speech_hands.audio import AudioStore
 from speech_hands.backends.base import OmniBackend
-from speech_hands.graphs.state import PerceiveTask, ReflectTask, RoutingState
+from speech_hands.graphs.state import PerceiveTask, ReflectTask, RoutingState, StateView
 from speech_hands.graphs.tools import PerceptionTool
 from speech_hands.reflection.base import ReflectionInput
-from speech_hands.types import (
-    Action,
-    AudioRef,
-    Hypothesis,
-    Reflection,
-    RewriteRecord,
-    ToolError,
-    ToolOutput,
+from speech_hands.reflection.decision import certain
+from speech_hands.reflection.vote import majority_vote
+from speech_hands.types import Action, Hypothesis, Reflection, RewriteRecord, ToolError, ToolOutput
+
+log = logging.getLogger(__name__)
+
+#: Every node, in the figure's order, with the input it receives: a ``Send`` payload for the two
+#: parallel fan-outs, the whole state for the others.
+NODE_INPUTS: dict[str, type] = {
+    "prepare": RoutingState,
+    "perceive": PerceiveTask,
+    "gather": RoutingState,
+    "reflect": ReflectTask,
+    "vote": RoutingState,
+    "use_internal": RoutingState,
+    "use_external": RoutingState,
+    "rewrite": RoutingState,
+    "finish": RoutingState,
+}
+
+#: The unconditional edges.
+EDGES: tuple[tuple[str, str], ...] = (
+    (START, "prepare"),
+    ("perceive", "gather"),
+    ("reflect", "vote"),
+    ("use_internal", "finish"),
+    ("use_external", "finish"),
+    ("finish", END),
 )
+
+#: The conditional edges: each source node and every node its edge may lead to.
+BRANCHES: dict[str, tuple[str, ...]] = {
+    "prepare": ("perceive", "finish"),
+    "gather": ("reflect", "finish"),
+    "vote": ("use_internal", "use_external", "rewrite"),
+    "rewrite": ("reflect", "use_internal"),
+}
 
 
 @dataclass(frozen=True)
@@ -68,25 +119,76 @@ class RoutingSettings:
     weighted_vote: bool = True
 
 
-log = logging.getLogger(__name__)
+@dataclass(frozen=True)
+class Route:
+    """Where a round's decision leads, and the trace note explaining a ``<rewrite>`` that did not lead to
+    ``rewrite`` (none for the ``max_rewrites=0`` fallback to the external side)."""
+
+    node: str
+    note: str | None = None
 
 
-def _timed(node: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
-    """Record the node's wall time into ``timings`` (a list reducer, so parallel branches all count)."""
+def route_decision(decided: Reflection, *, rewrites_done: int, max_rewrites: int) -> Route:
+    """The node a decision leads to: its own action's node, except ``<rewrite>`` once ``max_rewrites``
+    rewrites were made (keep the latest rewrite) or when rewrites are disabled (the more probable of
+    internal and external)."""
+    if decided.action is Action.INTERNAL:
+        return Route("use_internal")
+    if decided.action is Action.EXTERNAL:
+        return Route("use_external")
+    if rewrites_done < max_rewrites:
+        return Route("rewrite")
+    if rewrites_done:  # the internal answer is now the latest rewrite
+        return Route("use_internal", f"rewrite budget ({max_rewrites}) spent; kept the latest rewrite")
+    if decided.probs[Action.EXTERNAL] > decided.probs[Action.INTERNAL]:
+        return Route("use_external")
+    return Route("use_internal", "rewrites are disabled (max_rewrites=0); kept the internal prediction")
 
-    def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        @wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            started_at = time.time()
-            started = time.perf_counter()
-            update = fn(*args, **kwargs) or {}
-            timing = {"node": node, "elapsed_s": time.perf_counter() - started, "started_at": started_at}
-            update["timings"] = [*update.get("timings", []), timing]
-            return update
 
-        return wrapper
+def follow_route(state: RoutingState) -> str:
+    """The edge after ``vote``: the node ``vote`` recorded."""
+    return state["route"]
 
-    return decorate
+
+def _timed(node: str, fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """``fn`` recording its wall time into ``timings`` (a list reducer, so parallel branches all count)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        started_at = time.time()
+        started = time.perf_counter()
+        update = fn(*args, **kwargs) or {}
+        timing = {"node": node, "elapsed_s": time.perf_counter() - started, "started_at": started_at}
+        update["timings"] = [*update.get("timings", []), timing]
+        return update
+
+    return wrapper
+
+
+def _assemble(nodes: Mapping[str, Callable[..., Any]], branches: Mapping[str, Callable[..., Any]]) -> StateGraph:
+    """The graph of :data:`NODE_INPUTS`, :data:`EDGES` and :data:`BRANCHES` over the given node and
+    edge functions: the one place the wiring is written, for the real graph and its shape alike."""
+    graph = StateGraph(RoutingState)
+    for name, input_schema in NODE_INPUTS.items():
+        graph.add_node(name, _timed(name, nodes[name]), input_schema=input_schema)
+    for source, target in EDGES:
+        graph.add_edge(source, target)
+    for source, targets in BRANCHES.items():
+        graph.add_conditional_edges(source, branches[source], list(targets))
+    return graph
+
+
+def graph_shape() -> StateGraph:
+    """The routing graph's nodes and edges with no backends behind them: enough to read traces back
+    from a checkpointer or to draw the graph without loading any model. Running it raises."""
+
+    def unbacked(name: str) -> Callable[..., Any]:
+        def run(*_: Any, **__: Any) -> Any:
+            raise RuntimeError(f"{name!r} has no backend in graph_shape(); build a RoutingGraph to run the graph")
+
+        return run
+
+    return _assemble({name: unbacked(name) for name in NODE_INPUTS}, {name: unbacked(name) for name in BRANCHES})
 
 
 class RoutingGraph:
@@ -112,52 +214,42 @@ class RoutingGraph:
         self.executor = executor
         self.settings = settings or RoutingSettings()
 
-    @classmethod
-    def skeleton(cls) -> RoutingGraph:
-        """The graph's shape with no backends: enough to read traces back from a checkpointer or to
-        draw it, without loading any model. Running it fails."""
-        obj = cls.__new__(cls)
-        obj.omni = None  # type: ignore[assignment]
-        obj.tools = {}
-        obj.store = AudioStore()
-        obj.executor = None  # type: ignore[assignment]
-        obj.settings = RoutingSettings()
-        return obj
+    # ----------------------------------------------------------------- helpers over the state
 
-    # ----------------------------------------------------------------- helpers over state
+    def _current_internal(self, view: StateView) -> ToolOutput | None:
+        """The model's own current answer: the latest rewrite once there is one, else its prediction."""
+        if not view.rewrites:
+            return view.original_internal
+        latest = _rewrite_hypothesis(view.rewrites[-1])
+        return ToolOutput(tool="rewrite", role="internal", kind=self.omni.kind, hypotheses=[latest])
 
-    @staticmethod
-    def _outputs(state: RoutingState) -> list[ToolOutput]:
-        return [ToolOutput.model_validate(o) for o in state.get("outputs") or []]
-
-    def _reflection_input(self, state: RoutingState, *, sample_index: int = 0, n_samples: int = 1) -> ReflectionInput:
-        outputs = self._outputs(state)
-        original = next((o for o in outputs if o.role == "internal"), None)
-        externals = [o for o in outputs if o.role == "external"]
-        rewrites = [RewriteRecord.model_validate(r) for r in state.get("rewrites") or []]
-        previous = [_rewrite_hypothesis(r) for r in rewrites]
-        internal = original
-        if previous:
-            internal = ToolOutput(tool="rewrite", role="internal", kind=self.omni.kind, hypotheses=[previous[-1]])
-        ref = AudioRef.model_validate(state["audio"])
+    def _reflection_input(self, view: StateView, *, sample_index: int = 0, n_samples: int = 1) -> ReflectionInput:
         return ReflectionInput(
-            audio=self.store.get(ref),
-            question=state.get("question"),
-            internal=internal,
-            externals=externals,
-            round=state.get("round", 0),
+            audio=self.store.get(view.audio),
+            question=view.question,
+            internal=self._current_internal(view),
+            externals=list(view.externals),
+            round=view.round,
             sample_index=sample_index,
             n_samples=n_samples,
             seed=self.settings.seed,
-            previous_rewrites=previous,
-            original_internal=original,
+            previous_rewrites=[_rewrite_hypothesis(r) for r in view.rewrites],
+            original_internal=view.original_internal,
         )
+
+    def _internal_answer(self, view: StateView) -> dict[str, Any] | None:
+        """The update that answers with the model's own current answer (action ``rewrite`` when that is
+        a rewrite), or ``None`` when there is none (the internal tool failed and nothing was rewritten)."""
+        internal = self._current_internal(view)
+        if internal is None or internal.top is None:
+            return None
+        effective = Action.REWRITE if view.rewrites else Action.INTERNAL
+        return {"answer": internal.top.text, "action": effective.value}
 
     # ----------------------------------------------------------------- nodes
 
     def prepare(self, state: RoutingState) -> dict[str, Any]:
-        ref = AudioRef.model_validate(state["audio"])
-        if ref.silent:
+        if StateView(state).audio.silent:
             return {"skipped_reason": "silent audio: perception skipped (Whisper invents text on silence)"}
         return {"round": 0}
 
@@ -188,79 +280,75 @@ class RoutingGraph:
         )
 
     def gather(self, state: RoutingState) -> dict[str, Any]:
-        outputs = self._outputs(state)
+        outputs = StateView(state).outputs
         if not any(o.ok for o in outputs):
             reasons = "; ".join(f"{o.tool}: {o.error.message if o.error else 'no hypothesis'}" for o in outputs)
             return {"skipped_reason": f"no tool produced a candidate ({reasons})"}
         return {}
 
     def reflect(self, task: ReflectTask) -> dict[str, Any]:
-        inp = self._reflection_input(task["state"], sample_index=task["sample_index"], n_samples=task["n_samples"])
+        index, n_samples = task["sample_index"], task["n_samples"]
+        inp = self._reflection_input(StateView(task["state"]), sample_index=index, n_samples=n_samples)
         notes: list[str] = []
         try:
-            reflection = self.omni.reflect(inp, sample=task["n_samples"] > 1)
+            reflection = self.omni.reflect(inp, sample=n_samples > 1)
         except Exception as exc:  # a failing reflection model costs the decision, never the candidates
             why = f"reflection failed ({type(exc).__name__}: {exc or repr(exc)}); kept the internal prediction"
-            notes.append(why if task["n_samples"] == 1 else f"draw {task['sample_index']}: {why}")
+            notes.append(why if n_samples == 1 else f"draw {index}: {why}")
             log.warning("%s", notes[-1], exc_info=exc)
-            reflection = Reflection(
-                action=Action.INTERNAL,
-                probs={Action.INTERNAL: 1.0, Action.EXTERNAL: 0.0, Action.REWRITE: 0.0},
-                raw_token=Action.INTERNAL.token,
-                policy="fallback:reflection-failed",
-                rationale=why,
-            )
-        reflection = reflection.model_copy(update={"round": inp.round, "sample_index": task["sample_index"]})
+            reflection = certain(Action.INTERNAL, policy="fallback:reflection-failed", rationale=why)
+        reflection = reflection.model_copy(update={"round": inp.round, "sample_index": index})
         return {"samples": [reflection.model_dump(mode="json")], "notes": notes}
 
     def vote(self, state: RoutingState) -> dict[str, Any]:
-        current = state.get("round", 0)
-        draws = [Reflection.model_validate(s) for s in state.get("samples") or []]
-        draws = sorted((d for d in draws if d.round == current), key=lambda d: d.sample_index)
+        """The round's decision (the single draw, or the majority over the k draws) and its route."""
+        view = StateView(state)
+        draws = sorted((d for d in view.samples if d.round == view.round), key=lambda d: d.sample_index)
+        update: dict[str, Any] = {}
         if len(draws) == 1:
             decided = draws[0]
-            return {"reflections": [decided.model_dump(mode="json")], "action": decided.action.value}
-        from speech_hands.reflection.vote import majority_vote
-
-        result = majority_vote(draws, weighted=self.settings.weighted_vote)
-        decided = result.decision
-        tally = result.model_dump(mode="json")
-        tally["round"] = current
-        return {
+        else:
+            result = majority_vote(draws, weighted=self.settings.weighted_vote)
+            decided = result.decision
+            update["votes"] = [{**result.model_dump(mode="json"), "round": view.round}]
+        route = route_decision(decided, rewrites_done=len(view.rewrites), max_rewrites=self.settings.max_rewrites)
+        update |= {
             "reflections": [decided.model_dump(mode="json")],
-            "votes": [tally],
             "action": decided.action.value,
+            "route": route.node,
         }
+        if route.note:
+            update["notes"] = [route.note]
+        return update
 
     def use_internal(self, state: RoutingState) -> dict[str, Any]:
-        inp = self._reflection_input(state)
-        notes = self._route_notes(state)
-        effective = Action.REWRITE if inp.previous_rewrites else Action.INTERNAL
-        if inp.internal is not None and inp.internal.top is not None:
-            return {"answer": inp.internal.top.text, "action": effective.value, "notes": notes}
-        external = next((o for o in inp.externals if o.ok), None)
+        view = StateView(state)
+        kept = self._internal_answer(view)
+        if kept is not None:
+            return kept
+        external = next((o for o in view.externals if o.ok), None)
         assert external is not None and external.top is not None  # gather guarantees one candidate
-        notes.append(f"internal prediction missing; fell back to {external.tool}'s top candidate")
-        return {"answer": external.top.text, "action": Action.EXTERNAL.value, "notes": notes}
+        return {
+            "answer": external.top.text,
+            "action": Action.EXTERNAL.value,
+            "notes": [f"internal prediction missing; fell back to {external.tool}'s top candidate"],
+        }
 
     def use_external(self, state: RoutingState) -> dict[str, Any]:
-        inp = self._reflection_input(state)
-        decided = Reflection.model_validate((state.get("reflections") or [])[-1])
-        usable = [o for o in inp.externals if o.ok]
+        view = StateView(state)
+        decided = view.decided
+        assert decided is not None  # vote always runs first
+        usable = [o for o in view.externals if o.ok]
         chosen = next((o for o in usable if o.tool == decided.external_tool), usable[0] if usable else None)
         if chosen is None:
-            assert inp.internal is not None and inp.internal.top is not None
-            effective = Action.REWRITE if inp.previous_rewrites else Action.INTERNAL
-            return {
-                "answer": inp.internal.top.text,
-                "action": effective.value,
-                "notes": ["no external candidate; kept the internal prediction"],
-            }
+            kept = self._internal_answer(view)
+            assert kept is not None  # gather guarantees one candidate, and it is not external
+            return {**kept, "notes": ["no external candidate; kept the internal prediction"]}
         rank = min(decided.external_rank, len(chosen.hypotheses) - 1)
         return {"answer": chosen.hypotheses[rank].text, "action": Action.EXTERNAL.value}
 
     def rewrite(self, state: RoutingState) -> dict[str, Any]:
-        inp = self._reflection_input(state)
+        inp = self._reflection_input(StateView(state))
         try:
             hypothesis = self.omni.rewrite(inp)
         except Exception as exc:  # keep what we have: the (latest) internal prediction
@@ -277,21 +365,14 @@ class RoutingGraph:
         return {"rewrites": [record.model_dump(mode="json")], "round": inp.round + 1}
 
     def finish(self, state: RoutingState) -> dict[str, Any]:
-        if state.get("skipped_reason"):
+        if StateView(state).skipped_reason:
             return {"answer": "", "action": None}
         return {}
 
-    def _route_notes(self, state: RoutingState) -> list[str]:
-        decided = Reflection.model_validate((state.get("reflections") or [])[-1])
-        if decided.action is Action.REWRITE and not state.get("rewrite_error"):
-            if state.get("rewrites"):
-                return [f"rewrite budget ({self.settings.max_rewrites}) spent; kept the latest rewrite"]
-            return ["rewrites are disabled (max_rewrites=0); kept the internal prediction"]
-        return []
-
-    # ----------------------------------------------------------------- edges
+    # ----------------------------------------------------------------- edges (read the state only)
 
     def fan_out_perception(self, state: RoutingState) -> list[Send] | str:
+        """One perception branch per tool, or straight to ``finish`` when ``prepare`` skipped the run."""
         if state.get("skipped_reason"):
             return "finish"
         return [
@@ -300,57 +381,43 @@ class RoutingGraph:
         ]
 
     def fan_out_reflection(self, state: RoutingState) -> list[Send] | str:
+        """The k reflection draws, or straight to ``finish`` when no tool produced a candidate."""
         if state.get("skipped_reason"):
             return "finish"
-        k = self.settings.k_samples
-        snapshot = {key: state.get(key) for key in ("audio", "question", "outputs", "rewrites", "round")}
-        return [Send("reflect", ReflectTask(sample_index=i, n_samples=k, state=snapshot)) for i in range(k)]
+        return self._reflection_draws(state)
 
     def after_rewrite(self, state: RoutingState) -> list[Send] | str:
         """Reflect on the new rewrite, or end on the internal prediction when the rewrite raised."""
         if state.get("rewrite_error"):
             return "use_internal"
-        return self.fan_out_reflection(state)
+        return self._reflection_draws(state)
 
-    def route_on_action(self, state: RoutingState) -> str:
-        action = Action(state["action"])
-        if action is Action.INTERNAL:
-            return "use_internal"
-        if action is Action.EXTERNAL:
-            return "use_external"
-        if len(state.get("rewrites") or []) < self.settings.max_rewrites:
-            return "rewrite"
-        if state.get("rewrites"):
-            return "use_internal"  # the internal answer is now the latest rewrite
-        decided = Reflection.model_validate((state.get("reflections") or [])[-1])
-        better = Action.EXTERNAL if decided.probs[Action.EXTERNAL] > decided.probs[Action.INTERNAL] else Action.INTERNAL
-        return "use_external" if better is Action.EXTERNAL else "use_internal"
+    def _reflection_draws(self, state: RoutingState) -> list[Send]:
+        k = self.settings.k_samples
+        snapshot = {key: state.get(key) for key in ("audio", "question", "outputs", "rewrites", "round")}
+        return [Send("reflect", ReflectTask(sample_index=i, n_samples=k, state=snapshot)) for i in range(k)]
 
     # ----------------------------------------------------------------- assembly
 
     def build(self) -> StateGraph:
-        graph = StateGraph(RoutingState)
-        graph.add_node("prepare", _timed("prepare")(self.prepare))
-        graph.add_node("perceive", _timed("perceive")(self.perceive))
-        graph.add_node("gather", _timed("gather")(self.gather))
-        graph.add_node("reflect", _timed("reflect")(self.reflect))
-        graph.add_node("vote", _timed("vote")(self.vote))
-        graph.add_node("use_internal", _timed("use_internal")(self.use_internal))
-        graph.add_node("use_external", _timed("use_external")(self.use_external))
-        graph.add_node("rewrite", _timed("rewrite")(self.rewrite))
-        graph.add_node("finish", _timed("finish")(self.finish))
-
-        graph.add_edge(START, "prepare")
-        graph.add_conditional_edges("prepare", self.fan_out_perception, ["perceive", "finish"])
-        graph.add_edge("perceive", "gather")
-        graph.add_conditional_edges("gather", self.fan_out_reflection, ["reflect", "finish"])
-        graph.add_edge("reflect", "vote")
-        graph.add_conditional_edges("vote", self.route_on_action, ["use_internal", "use_external", "rewrite"])
-        graph.add_conditional_edges("rewrite", self.after_rewrite, ["reflect", "use_internal", "finish"])
-        graph.add_edge("use_internal", "finish")
-        graph.add_edge("use_external", "finish")
-        graph.add_edge("finish", END)
-        return graph
+        nodes = {
+            "prepare": self.prepare,
+            "perceive": self.perceive,
+            "gather": self.gather,
+            "reflect": self.reflect,
+            "vote": self.vote,
+            "use_internal": self.use_internal,
+            "use_external": self.use_external,
+            "rewrite": self.rewrite,
+            "finish": self.finish,
+        }
+        branches = {
+            "prepare": self.fan_out_perception,
+            "gather": self.fan_out_reflection,
+            "vote": follow_route,
+            "rewrite": self.after_rewrite,
+        }
+        return _assemble(nodes, branches)
 
 
 def _rewrite_hypothesis(record: RewriteRecord) -> Hypothesis:

@@ -1,4 +1,9 @@
-"""The routing graph's state: references and text only, plain JSON-like data.
+"""The routing graph's state, and typed read-only access to it.
+
+The state is plain JSON-like data (references and text only), so every checkpoint the graph writes
+stays plain data that any process can read back. Nodes never index it by hand: they read it through a
+:class:`StateView`, which validates each value into its typed model (:class:`ToolOutput`,
+:class:`Reflection`, ...) once, the first time a node asks for it.
 
 Lists grow through the :func:`extend` reducer, so parallel branches (perception tools, majority
 samples) each add their part without overwriting the others. Passing ``None`` for a list resets it:
@@ -9,6 +14,7 @@ fresh decision while the checkpointer keeps the older runs in the thread's histo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Annotated, Any, TypedDict
 
 from speech_hands.types import (
@@ -41,7 +47,10 @@ class RoutingState(TypedDict, total=False):
     notes: Annotated[list[str], extend]  # human-readable trace notes (failed tools, fallbacks)
     round: int
     answer: str | None
-    action: str | None
+    action: str | None  # the round's decided Action; once answered, where the answer came from
+    # The node the round's decision leads to, set by ``vote`` (the decided action with the rewrite
+    # budget applied); the edge after ``vote`` only reads it.
+    route: str | None
     skipped_reason: str | None
     rewrite_error: str | None  # the rewrite raised: the run ends on the internal prediction
 
@@ -62,6 +71,91 @@ class ReflectTask(TypedDict):
     state: dict[str, Any]
 
 
+class StateView:
+    """Typed, read-only access to a :class:`RoutingState` (or the snapshot a :class:`ReflectTask`
+    carries). Each value is validated the first time it is read and kept, so a node that builds one
+    view validates every value it uses once. Lists come back as tuples: the view never changes the
+    state; nodes change it only by returning an update."""
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        self._state = state
+
+    @cached_property
+    def audio(self) -> AudioRef:
+        return AudioRef.model_validate(self._state["audio"])
+
+    @property
+    def question(self) -> str | None:
+        return self._state.get("question")
+
+    @property
+    def round(self) -> int:
+        """0 before any rewrite, n after the n-th rewrite."""
+        return self._state.get("round", 0)
+
+    @cached_property
+    def outputs(self) -> tuple[ToolOutput, ...]:
+        """Every perception tool's output, failed ones included."""
+        return tuple(ToolOutput.model_validate(o) for o in self._state.get("outputs") or [])
+
+    @cached_property
+    def original_internal(self) -> ToolOutput | None:
+        """The internal perception tool's output: the model's own first prediction."""
+        return next((o for o in self.outputs if o.role == "internal"), None)
+
+    @cached_property
+    def externals(self) -> tuple[ToolOutput, ...]:
+        return tuple(o for o in self.outputs if o.role == "external")
+
+    @cached_property
+    def samples(self) -> tuple[Reflection, ...]:
+        """Every reflection draw of every round."""
+        return tuple(Reflection.model_validate(s) for s in self._state.get("samples") or [])
+
+    @cached_property
+    def reflections(self) -> tuple[Reflection, ...]:
+        """The decided reflection of each round, oldest first."""
+        return tuple(Reflection.model_validate(r) for r in self._state.get("reflections") or [])
+
+    @property
+    def decided(self) -> Reflection | None:
+        """The latest round's decision, ``None`` before the first vote."""
+        return self.reflections[-1] if self.reflections else None
+
+    @cached_property
+    def rewrites(self) -> tuple[RewriteRecord, ...]:
+        return tuple(RewriteRecord.model_validate(r) for r in self._state.get("rewrites") or [])
+
+    @cached_property
+    def timings(self) -> tuple[NodeTiming, ...]:
+        return tuple(NodeTiming.model_validate(t) for t in self._state.get("timings") or [])
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(self._state.get("notes") or [])
+
+    @property
+    def answer(self) -> str | None:
+        return self._state.get("answer")
+
+    @property
+    def action(self) -> Action | None:
+        action = self._state.get("action")
+        return Action(action) if action else None
+
+    @property
+    def route(self) -> str | None:
+        return self._state.get("route")
+
+    @property
+    def skipped_reason(self) -> str | None:
+        return self._state.get("skipped_reason")
+
+    @property
+    def rewrite_error(self) -> str | None:
+        return self._state.get("rewrite_error")
+
+
 def fresh_input(audio: dict[str, Any], question: str | None) -> RoutingState:
     """The input of one run: the audio and question, every list reset."""
     return RoutingState(
@@ -77,30 +171,30 @@ def fresh_input(audio: dict[str, Any], question: str | None) -> RoutingState:
         round=0,
         answer=None,
         action=None,
+        route=None,
         skipped_reason=None,
         rewrite_error=None,
     )
 
 
 def result_from_state(values: Mapping[str, Any], *, thread_id: str, checkpoint_id: str | None) -> AgentResult:
-    """Validate the state's plain data back into typed models."""
-    reflections = [Reflection.model_validate(r) for r in values.get("reflections") or []]
-    action = values.get("action")
-    skipped = values.get("skipped_reason")
+    """The typed result of a finished run, from the state's plain data."""
+    view = StateView(values)
+    skipped = view.skipped_reason
     return AgentResult(
-        answer=values.get("answer") or "",
-        action=Action(action) if action and not skipped else None,
-        audio=AudioRef.model_validate(values["audio"]),
-        question=values.get("question"),
-        candidates=[ToolOutput.model_validate(o) for o in values.get("outputs") or []],
-        reflection=reflections[0] if reflections else None,
-        reflections=reflections,
-        samples=[Reflection.model_validate(s) for s in values.get("samples") or []],
-        rewrites=[RewriteRecord.model_validate(r) for r in values.get("rewrites") or []],
-        rewrite_count=len(values.get("rewrites") or []),
-        timings=[NodeTiming.model_validate(t) for t in values.get("timings") or []],
+        answer=view.answer or "",
+        action=view.action if not skipped else None,
+        audio=view.audio,
+        question=view.question,
+        candidates=list(view.outputs),
+        reflection=view.reflections[0] if view.reflections else None,
+        reflections=list(view.reflections),
+        samples=list(view.samples),
+        rewrites=list(view.rewrites),
+        rewrite_count=len(view.rewrites),
+        timings=list(view.timings),
         skipped_reason=skipped,
-        notes=list(values.get("notes") or []),
+        notes=list(view.notes),
         thread_id=thread_id,
         checkpoint_id=checkpoint_id,
     )

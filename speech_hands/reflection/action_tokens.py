@@ -4,7 +4,9 @@ Every model backend (transformers in-process, an OpenAI-compatible server) ends 
 turn the first generated position's scores for ``<internal>`` / ``<external>`` / ``<rewrite>`` into the
 three probabilities, draw an action for majority sampling, build the reflection / rewrite prompt from
 a :class:`~speech_hands.reflection.base.ReflectionInput`, and read the answer the model wrote after its token.
-They live here, once, so every backend reports probabilities the same way.
+They live here, once, so every backend reports probabilities the same way; the softmax, the
+tie-broken argmax and the seeded draw themselves are :mod:`speech_hands.reflection.decision`'s, shared
+with every other policy.
 
 - **Restriction**: ``P(a) = softmax(z)[a]`` over the three action-token logits ``z`` only (the
   constrained first token), which equals the full-vocabulary softmax renormalised over the three.
@@ -19,17 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from speech_hands.errors import ConfigurationError, ModelOutputError
 from speech_hands.prompts import asr_reflection_prompt, audioqa_reflection_prompt, split_question
+from speech_hands.reflection import decision
 from speech_hands.reflection.base import ReflectionInput
+from speech_hands.reflection.decision import ACTIONS
 from speech_hands.types import ACTION_TOKENS, Action, Reflection, ToolKind, ToolOutput
 
-ACTIONS: tuple[Action, ...] = tuple(Action)
 _LEADING_TOKEN = re.compile(r"^\s*<\s*(internal|external|rewrite)\s*>", re.IGNORECASE)
 _ANY_TOKEN = re.compile(r"<\s*(?:internal|external|rewrite)\s*>", re.IGNORECASE)
 
@@ -49,24 +51,8 @@ class FirstToken:
     missing: tuple[Action, ...] = ()
 
     def probs(self, temperature: float = 1.0) -> dict[Action, float]:
-        return softmax3(self.logits, temperature)
-
-
-def softmax3(logits: Sequence[float], temperature: float = 1.0) -> dict[Action, float]:
-    """Softmax over the three action logits (``-inf`` allowed: that action gets 0)."""
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0")
-    finite = [z for z in logits if z != -math.inf and not math.isnan(z)]
-    if not finite:
-        raise ModelOutputError("no action token has a finite score at the first generated position")
-    top = max(finite)
-    weights = [0.0 if (z == -math.inf or math.isnan(z)) else math.exp((z - top) / temperature) for z in logits]
-    total = sum(weights)
-    probs = {a: w / total for a, w in zip(ACTIONS, weights)}
-    # rounding can leave the sum a hair off 1; give the remainder to the largest
-    best = max(probs, key=probs.__getitem__)
-    probs[best] += 1.0 - sum(probs.values())
-    return probs
+        """``softmax(logits / temperature)`` over the three action tokens (:func:`decision.action_probs`)."""
+        return decision.action_probs(self.logits, temperature)
 
 
 def from_top_logprobs(generated: tuple[str, float] | None, top: Mapping[str, float]) -> FirstToken:
@@ -113,16 +99,15 @@ def draw_seed(seed: int | None, round_: int, sample_index: int, salt: str = "") 
 
 
 def draw_action(first: FirstToken, *, seed: int, temperature: float = 1.0) -> Action:
-    """One majority-sampling draw from ``softmax(logits / temperature)``."""
-    probs = first.probs(temperature)
-    rng = random.Random(seed)
-    return rng.choices(ACTIONS, weights=[probs[a] for a in ACTIONS], k=1)[0]
+    """One majority-sampling draw from ``softmax(logits / temperature)`` (the logits are tempered, then
+    :func:`decision.draw` picks)."""
+    return decision.draw(first.probs(temperature), seed=seed)
 
 
 def decide(first: FirstToken) -> Action:
-    """The decision itself: the most probable action (ties: internal > external > rewrite)."""
-    probs = first.probs()
-    return max(ACTIONS, key=lambda a: (probs[a], -ACTIONS.index(a)))
+    """The decision itself: the most probable action (:func:`decision.decide`; ties: internal > external >
+    rewrite)."""
+    return decision.decide(first.probs())
 
 
 def split_action(text: str) -> tuple[Action | None, str]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from speech_hands.backends.action_lm import ActionTokenLM, import_transformers
-from speech_hands.backends.loading import Loaded
+from speech_hands.backends.action_lm import ActionTokenLM
+from speech_hands.backends.loading import TRANSFORMERS, Loaded
 from speech_hands.errors import ConfigurationError
 
 
@@ -26,7 +26,7 @@ class ChatLLMReflector(ActionTokenLM):
     hears_audio = False
 
     def _load(self, device: str, dtype: Any) -> Loaded:
-        transformers = import_transformers()
+        transformers = TRANSFORMERS.import_module()
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 self.model_spec, local_files_only=self.local_files_only

@@ -12,8 +12,10 @@ built from what the tools already report:
 - when the internal and external top-1 agree after normalisation there is nothing to arbitrate:
   ``agreement_bonus`` is added to ``z_internal`` (ties go to internal, as in the paper's label rule).
 
-``probs = softmax(z)``. An action whose inputs are missing (a failed tool, a single candidate source
-for rewrite) gets probability 0. Hypotheses without scores (recorded systems, AudioQA answers) use
+``probs = softmax(z)``; the decision is its argmax and a majority-sampling draw picks from
+``softmax(z / temperature)``, both by :mod:`speech_hands.reflection.decision` (the rule every policy
+shares). An action whose inputs are missing (a failed tool, a single candidate source for rewrite)
+gets probability 0. Hypotheses without scores (recorded systems, AudioQA answers) use
 ``missing_score``. The defaults were chosen on the LibriSpeech dev utterances with the bundled Whisper
 models; they are a baseline, not a learned model, and the README says so.
 """
@@ -21,11 +23,11 @@ models; they are a baseline, not a learned model, and the README says so.
 from __future__ import annotations
 
 import math
-import random
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.reflection.base import ReflectionInput
+from speech_hands.reflection.decision import action_probs, decide, draw, tuple_hash_seed
 from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.types import Action, Reflection, ToolOutput
 
@@ -40,16 +42,6 @@ class ConfidencePolicySettings(BaseModel):
     missing_score: float = Field(default=math.log(0.7), description="score assumed when a tool gives none")
     temperature: float = Field(default=1.0, gt=0, description="sampling temperature for majority draws")
     normalizer: NormalizerName = "english"
-
-
-def _softmax(logits: dict[Action, float]) -> dict[Action, float]:
-    finite = [z for z in logits.values() if z != -math.inf]
-    if not finite:
-        raise ValueError("no action is possible: every candidate source is missing")
-    top = max(finite)
-    weights = {a: (math.exp(z - top) if z != -math.inf else 0.0) for a, z in logits.items()}
-    total = sum(weights.values())
-    return {a: w / total for a, w in weights.items()}
 
 
 class ConfidencePolicy:
@@ -106,14 +98,12 @@ class ConfidencePolicy:
 
     def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
         z, external, rationale = self.logits(inp)
-        probs = _softmax(z)
+        probs = action_probs(z)
         if sample:
-            t = self.settings.temperature
-            tempered = _softmax({a: (v / t if v != -math.inf else v) for a, v in z.items()})
-            rng = random.Random(hash((inp.seed or 0, inp.round, inp.sample_index)) & 0xFFFFFFFF)
-            action = rng.choices(list(tempered), weights=list(tempered.values()))[0]
+            tempered = action_probs(z, self.settings.temperature)
+            action = draw(tempered, seed=tuple_hash_seed(inp.seed, inp.round, inp.sample_index))
         else:
-            action = max(probs, key=lambda a: (probs[a], -list(Action).index(a)))
+            action = decide(probs)
         answer = None
         if action is Action.INTERNAL and inp.internal is not None and inp.internal.top is not None:
             answer = inp.internal.top.text

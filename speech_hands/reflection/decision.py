@@ -1,13 +1,24 @@
 """The one decision rule of the reflection step, written once for every policy and backend.
 
-- :func:`action_probs`: softmax over the three action logits (``-inf`` or NaN: that action gets 0);
-- :func:`decide`: the most probable action, ties broken in the paper's label order
-  internal > external > rewrite (:data:`ACTIONS` is that order);
-- :func:`draw`: one majority-sampling draw from ``softmax(log p / temperature)``, seeded;
+- :data:`ACTIONS`: the three actions in the paper's label tie order internal > external > rewrite; every
+  array of per-action numbers in the package (logit rows, probability rows) is in this order;
+- :func:`softmax` / :func:`action_probs`: probabilities from action logits (``-inf`` or NaN: that action
+  gets 0), optionally at a temperature;
+- :func:`decide`: the most probable action, ties broken in :data:`ACTIONS` order;
+- :func:`draw`: one seeded majority-sampling draw (:func:`tuple_hash_seed`: the embedded policies' seed);
 - :func:`certain`: a reflection with all probability on one action (fallbacks, fixed points).
 
-Like whisper's single ``MaximumLikelihoodRanker``, a policy computes its logits its own way and
-leaves these steps to this module, so every policy reports probabilities and breaks ties the same way.
+Why one module: the policies (confidence baseline, learned reflector, action-token models behind any
+backend, the training code that fits the learned one) compute their logits their own way, but the
+step from logits to a reported distribution, a decision and a draw must be the same everywhere, or two
+policies given the same logits would break ties or sample differently. Like whisper's single
+``MaximumLikelihoodRanker``, the rule lives here and the policies call it.
+
+Temperature, two equivalent entrances: ``softmax(z / t)`` is ``softmax(z) ** (1 / t)`` renormalised,
+so a policy holding logits tempers them with ``action_probs(z, t)`` and draws at temperature 1, and a
+policy holding only probabilities (the learned one, after merging same-answer actions) passes ``t`` to
+:func:`draw`. Tempering logits is the exact route (a probability that underflowed to 0 cannot be
+flattened back), so policies that have logits use it.
 """
 
 from __future__ import annotations
@@ -35,7 +46,10 @@ def softmax(logits: Sequence[float], temperature: float = 1.0) -> list[float]:
         raise ValueError("temperature must be > 0")
     finite = [z for z in logits if _usable(z)]
     if not finite:
-        raise ModelOutputError("no action is possible: every action's score is -inf or NaN")
+        raise ModelOutputError(
+            "no action is possible: every action's score is -inf or NaN (no usable candidate source, "
+            "or the model gave no action token a finite score)"
+        )
     top = max(finite)
     weights = [math.exp((z - top) / temperature) if _usable(z) else 0.0 for z in logits]
     total = sum(weights)
@@ -44,7 +58,7 @@ def softmax(logits: Sequence[float], temperature: float = 1.0) -> list[float]:
 
 def action_probs(logits: Mapping[Action, float] | Sequence[float], temperature: float = 1.0) -> dict[Action, float]:
     """The three actions' probabilities from their logits (a mapping, or a sequence in ACTIONS order)."""
-    values = [logits[a] for a in ACTIONS] if isinstance(logits, Mapping) else list(logits)
+    values = [logits[a] for a in ACTIONS] if isinstance(logits, Mapping) else [float(z) for z in logits]
     if len(values) != len(ACTIONS):
         raise ValueError(f"expected {len(ACTIONS)} action logits, got {len(values)}")
     return dict(zip(ACTIONS, softmax(values, temperature)))
@@ -56,15 +70,31 @@ def decide(probs: Mapping[Action, float]) -> Action:
 
 
 def draw(probs: Mapping[Action, float], *, seed: int, temperature: float = 1.0) -> Action:
-    """One majority-sampling draw from ``softmax(log p / temperature)`` (``p ** (1 / temperature)``
-    renormalised), reproducible for a given seed whatever order parallel draws run in."""
+    """One majority-sampling draw from ``probs`` at ``temperature``: weights ``p ** (1 / temperature)``
+    (``softmax(log p / temperature)`` once normalised), picked by ``random.Random(seed)``, so a draw is
+    reproducible for a given seed whatever order parallel draws run in.
+
+    When every weight underflows (a temperature near 0) the draw is its limit, :func:`decide`."""
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
+    if not any(probs.get(a, 0.0) > 0 for a in ACTIONS):
+        raise ValueError("cannot draw an action: every action has probability 0")
     weights = [probs.get(a, 0.0) ** (1.0 / temperature) for a in ACTIONS]
+    if not any(weights):
+        return decide(probs)
     return random.Random(seed).choices(ACTIONS, weights=weights, k=1)[0]
 
 
+def tuple_hash_seed(seed: int | None, round_: int, sample_index: int) -> int:
+    """The draw seed of the embedded policies (confidence baseline, learned reflector): Python's hash of
+    ``(seed, round, sample_index)``, stable across processes for integers. The action-token backends
+    seed with :func:`speech_hands.reflection.action_tokens.draw_seed` instead (salted by the prompt);
+    each keeps its scheme so recorded majority-sampling runs stay reproducible."""
+    return hash((seed or 0, round_, sample_index)) & 0xFFFFFFFF
+
+
 def certain(action: Action, *, policy: str, rationale: str | None = None, **fields: Any) -> Reflection:
-    """A reflection that puts all probability on ``action`` (a fallback, or accepting a fixed point)."""
+    """A reflection that puts all probability on ``action`` (a fallback, or accepting a fixed point);
+    ``fields`` are further :class:`~speech_hands.types.Reflection` fields (answer, round, ...)."""
     probs = {a: 1.0 if a is action else 0.0 for a in ACTIONS}
     return Reflection(action=action, probs=probs, raw_token=action.token, policy=policy, rationale=rationale, **fields)

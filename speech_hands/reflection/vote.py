@@ -11,8 +11,8 @@ Tie rule, applied in order until one group is left:
 
 1. the larger summed weight (compared with a 1e-9 tolerance);
 2. more draws in the group;
-3. action priority internal > external > rewrite (the paper's label tie order), taking the group's
-   best action;
+3. action priority internal > external > rewrite (the paper's label tie order,
+   :data:`~speech_hands.reflection.decision.ACTIONS`), taking the group's best action;
 4. the group holding the lowest draw index.
 
 Within the winning group the representative draw is the one with the highest own-action probability
@@ -26,10 +26,10 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
+from speech_hands.reflection.decision import ACTIONS
 from speech_hands.text import NormalizerName, get_normalizer
 from speech_hands.types import Action, Reflection
 
-_PRIORITY = {Action.INTERNAL: 0, Action.EXTERNAL: 1, Action.REWRITE: 2}
 _EPS = 1e-9
 
 
@@ -79,7 +79,7 @@ def majority_vote(
             weight=sum(d.confidence if weighted else 1.0 for d in group),
             count=len(group),
             sample_indices=sorted(d.sample_index for d in group),
-            best_action=min((d.action for d in group), key=_PRIORITY.__getitem__),
+            best_action=min((d.action for d in group), key=ACTIONS.index),
         )
         for key, group in members.items()
     ]
@@ -88,7 +88,7 @@ def majority_vote(
     rules = [
         ("weight", lambda g: -g.weight),
         ("count", lambda g: -g.count),
-        ("action_priority", lambda g: _PRIORITY[g.best_action]),
+        ("action_priority", lambda g: ACTIONS.index(g.best_action)),
         ("sample_index", lambda g: g.sample_indices[0]),
     ]
     for i, (rule, sort_key) in enumerate(rules):

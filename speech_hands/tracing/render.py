@@ -89,10 +89,11 @@ def _summarise(node: str, update: dict | None) -> str:
     if node == "vote":
         action = update.get("action")
         votes = update.get("votes")
+        route = f" -> {update['route']}" if update.get("route") else ""  # traces from before `route` lack it
         if votes:
             tally = {g["key"]: round(g["weight"], 3) for g in votes[0].get("groups", [])}
-            return f"decision: <{action}> by majority vote {tally}"
-        return f"decision: <{action}>"
+            return f"decision: <{action}> by majority vote {tally}{route}"
+        return f"decision: <{action}>{route}"
     if node == "rewrite":
         rw = (update.get("rewrites") or [{}])[0]
         return f"rewrite #{rw.get('round')} ({rw.get('strategy')}): {rw.get('text')!r}"

@@ -19,9 +19,9 @@ from speech_hands.audio import virtual_audio
 from speech_hands.metrics.significance import BootstrapInterval, reduction_intervals
 from speech_hands.reflection.base import ReflectionInput
 from speech_hands.reflection.confidence import ConfidencePolicy
+from speech_hands.reflection.decision import ACTIONS
 from speech_hands.reflection.rewrite import AlignmentVotingRewriter
 from speech_hands.training.fitting import (
-    ACTIONS,
     Example,
     decide,
     fit_reflector,

@@ -28,6 +28,8 @@ import numpy as np
 
 from speech_hands.metrics.labels import decide_asr_action
 from speech_hands.metrics.wer import word_errors as harness_word_errors
+from speech_hands.reflection import decision
+from speech_hands.reflection.decision import ACTIONS
 from speech_hands.reflection.learned.features import (
     CandidatePool,
     pick,
@@ -37,12 +39,10 @@ from speech_hands.reflection.learned.features import (
     rescore,
 )
 from speech_hands.reflection.learned.mbr import Selection
+from speech_hands.reflection.learned.policy import merge_same_answers
 from speech_hands.text import normalize_english
 from speech_hands.training.records import PoolRecord
 from speech_hands.types import Action
-
-ACTIONS: tuple[Action, ...] = tuple(Action)
-
 
 # ---------------------------------------------------------------- word errors
 
@@ -278,6 +278,9 @@ class LinearReflector:
         return (z @ self.coef.T + self.intercept) / self.temperature
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Row-wise ``softmax(logits)``: :func:`speech_hands.reflection.decision.softmax` vectorised over
+        the examples (the logits here are always finite), kept in numpy because the temperature and C
+        grid searches call it on whole folds many times."""
         z = self.logits(x)
         z = z - z.max(axis=1, keepdims=True)
         p = np.exp(z)
@@ -357,13 +360,13 @@ def routed_errors(examples: Sequence[Example], actions: Sequence[Action]) -> int
 
 
 def decide(probs: np.ndarray, examples: Sequence[Example] | None = None) -> list[Action]:
-    """Argmax with the paper's tie order (internal, external, rewrite). With ``examples``, actions
-    that return the same answer are one choice first (:func:`merge_same_answers`), as in the policy."""
+    """The policy's decision for each row of ``probs`` (columns in :data:`ACTIONS` order): the argmax
+    with the paper's tie order, by :func:`speech_hands.reflection.decision.decide` itself. With
+    ``examples``, actions that return the same answer are one choice first (:func:`merge_same_answers`),
+    as in the policy."""
     if examples is not None:
-        from speech_hands.reflection.learned.policy import merge_same_answers
-
         probs = np.array([merge_same_answers(row, [e.answers[a] for a in ACTIONS]) for row, e in zip(probs, examples)])
-    return [ACTIONS[int(np.argmax(row))] for row in probs]
+    return [decision.decide(dict(zip(ACTIONS, row.tolist()))) for row in probs]
 
 
 RISK_FEATURES = ("risk_internal", "risk_external", "risk_rewrite")
@@ -374,8 +377,6 @@ def fit_risk_policy(examples: Sequence[Example]) -> tuple[LinearReflector, dict[
     per internal word) / T. No weights are learned here (the posterior's are: rescoring weights and
     alpha); T only calibrates the probabilities: the NLL of the gold labels under the probabilities
     the policy reports (same-answer actions merged), on a log grid wide enough for per-word risks."""
-    from speech_hands.reflection.learned.policy import merge_same_answers
-
     names = list(RISK_FEATURES)
     x = matrix(examples, names)
     y = np.array([ACTIONS.index(e.label) for e in examples])

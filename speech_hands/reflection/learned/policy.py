@@ -5,7 +5,9 @@ would see (the audio's statistics, its own N-best, every tool's N-best, each can
 the internal *and* the external Whisper model) it predicts the probabilities of ``<internal>``,
 ``<external>`` and ``<rewrite>``. The model is a softmax over three linear scores of standardised
 features with one calibration temperature (:mod:`speech_hands.training.fitting` says why); its
-artifact is a few KB of versioned JSON shipped in ``speech_hands/data/reflector/``.
+artifact is a few KB of versioned JSON shipped in ``speech_hands/data/reflector/``. The softmax, the
+tie-broken argmax and the majority-sampling draw are :mod:`speech_hands.reflection.decision`'s, the
+rule every policy shares.
 
 The policy shares its candidate pool with the rewrite (:class:`RescoringRewriter.analyse`, cached),
 so ``<external>`` names the external candidate the rescoring prefers (``external_tool`` /
@@ -29,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.errors import ConfigurationError
 from speech_hands.reflection.base import ReflectionInput
+from speech_hands.reflection.decision import ACTIONS, action_probs, certain, decide, draw, tuple_hash_seed
 from speech_hands.reflection.learned.features import audio_statistics, reflector_features
 from speech_hands.reflection.learned.mbr import Selection
 from speech_hands.reflection.learned.rescoring import RescoringRewriter
@@ -122,15 +124,10 @@ class ReflectorArtifact(BaseModel):
         Path(path).write_text(self.model_dump_json(indent=1) + "\n", encoding="utf-8")
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max()
-    e = np.exp(z)
-    return e / e.sum()
-
-
 def merge_same_answers(probs: Sequence[float], answers: Sequence[Hashable]) -> np.ndarray:
     """Actions that would return the same answer are one choice: their probability mass goes to the
-    first of them in the paper's tie order (internal, external, rewrite), the others get 0.
+    first of them in the paper's tie order (:data:`~speech_hands.reflection.decision.ACTIONS`: internal,
+    external, rewrite; ``probs`` and ``answers`` are in that order), the others get 0.
 
     Why: with the rescoring/MBR rewrite, ``<rewrite>`` often names the very candidate ``<internal>``
     (or ``<external>``) returns; splitting the mass between two names of one answer would let a
@@ -174,8 +171,7 @@ class LearnedPolicy:
         return (self._coef @ z + self._intercept) / self.artifact.temperature
 
     def predict_proba(self, features: dict[str, float]) -> dict[Action, float]:
-        p = softmax(self.logits(features))
-        return {a: float(v) for a, v in zip(Action, p)}
+        return action_probs(self.logits(features).tolist())
 
     def _baseline(self, inp: ReflectionInput, sample: bool, why: str) -> Reflection:
         if self._fallback is None:
@@ -187,10 +183,8 @@ class LearnedPolicy:
 
     def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
         if inp.round > 0 and inp.previous_rewrites:
-            return Reflection(
-                action=Action.INTERNAL,
-                probs={Action.INTERNAL: 1.0, Action.EXTERNAL: 0.0, Action.REWRITE: 0.0},
-                raw_token=Action.INTERNAL.token,
+            return certain(
+                Action.INTERNAL,
                 policy=self.name,
                 answer=inp.internal.top.text if inp.internal is not None and inp.internal.top else None,
                 round=inp.round,
@@ -216,16 +210,14 @@ class LearnedPolicy:
             probs[Action.INTERNAL] = 0.0
         if chosen["external"] is None:
             probs[Action.EXTERNAL] = 0.0
-        merged = merge_same_answers([probs[a] for a in Action], [chosen[a.value] for a in Action])
+        merged = merge_same_answers([probs[a] for a in ACTIONS], [chosen[a.value] for a in ACTIONS])
         total = float(merged.sum())
-        probs = {a: float(p) / total for a, p in zip(Action, merged)}
+        probs = {a: float(p) / total for a, p in zip(ACTIONS, merged)}
         if sample:
-            t = self.sample_temperature
-            weights = [p ** (1 / t) for p in probs.values()]
-            rng = random.Random(hash((inp.seed or 0, inp.round, inp.sample_index)) & 0xFFFFFFFF)
-            action = rng.choices(list(probs), weights=weights)[0]
+            seed = tuple_hash_seed(inp.seed, inp.round, inp.sample_index)
+            action = draw(probs, seed=seed, temperature=self.sample_temperature)
         else:
-            action = max(probs, key=lambda a: (probs[a], -list(Action).index(a)))
+            action = decide(probs)
         external_tool, external_rank = None, 0
         if chosen["external"] is not None:
             cand = pool.candidates[chosen["external"]]

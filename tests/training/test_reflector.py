@@ -9,10 +9,11 @@ import pytest
 
 from speech_hands.audio import virtual_audio
 from speech_hands.reflection.base import ReflectionInput
-from speech_hands.reflection.learned.policy import LearnedPolicy, ReflectorArtifact, softmax
+from speech_hands.reflection.decision import ACTIONS, softmax
+from speech_hands.reflection.learned.policy import LearnedPolicy, ReflectorArtifact
 from speech_hands.reflection.learned.rescoring import RescoringRewriter
 from speech_hands.training.corpus import TrainingItem
-from speech_hands.training.fitting import ACTIONS, fit_temperature
+from speech_hands.training.fitting import fit_temperature
 from speech_hands.training.pipeline import final_fit
 from speech_hands.training.recipe import Recipe
 from speech_hands.training.records import PoolRecord

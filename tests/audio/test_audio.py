@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import dev_flac, write_wav
 from doubles import CountingRewriter, FixedASR, ScriptedPolicy
+from helpers import dev_flac, write_wav
 
 from speech_hands import Action, AgentConfig, AudioError, SpeechHands
 from speech_hands.audio import AudioStore, audio_from_array, load_audio

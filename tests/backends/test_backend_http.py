@@ -5,63 +5,17 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import dev_flac
+from helpers import dev_flac
+from loopback import parse_multipart, serve
 
 from speech_hands.audio import load_audio
 from speech_hands.backends.openai_server import HTTPClient, OpenAIServerASR
 from speech_hands.errors import ToolFailure
-
-
-@contextmanager
-def serve(handle: Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict]]):
-    """A ThreadingHTTPServer on 127.0.0.1 (free port) answering every POST with ``handle``."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, payload = handle(self, body)
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
-    """The fields of a multipart/form-data body (what an OpenAI-style upload sends), stdlib only."""
-    from email.parser import BytesParser
-    from email.policy import HTTP
-
-    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    return {
-        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-        for part in message.iter_parts()
-    }
 
 
 def test_retries_500_with_backoff_then_succeeds():
@@ -117,7 +71,7 @@ def test_unreachable_server_is_a_tool_failure():
 
 def test_transcription_endpoint_served_by_a_real_whisper(tmp_path):
     """An OpenAI-style /v1/audio/transcriptions server wrapping the tiny openai-whisper model."""
-    from test_backend_openai_whisper import build_tiny_whisper
+    from tiny_models import build_tiny_whisper
 
     from speech_hands.backends.openai_whisper import OpenAIWhisperASR
 

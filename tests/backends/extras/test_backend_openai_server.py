@@ -10,14 +10,14 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from test_backend_http import serve
+from loopback import serve
 from tiny_models import build_qwen_omni, require
 
 transformers = require("transformers")
 torch = require("torch")
 
-from conftest import dev_flac  # noqa: E402
 from doubles import FixedASR  # noqa: E402
+from helpers import dev_flac  # noqa: E402
 from test_backend_qwen_omni import EXTERNAL, UTT, reflection_input  # noqa: E402
 
 from speech_hands import Action, AgentConfig, SpeechHands  # noqa: E402

@@ -4,22 +4,29 @@
 - ``systems.png``: WER (or accuracy) per system as horizontal bars, with the oracle router and the
   best single system drawn as reference lines;
 - ``actions.png``: predicted vs gold action distribution side by side.
+
+The plots read the report model only (not the item results), so they can be redrawn from any
+report; matplotlib is imported on first use, which keeps importing the report package cheap.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
+from speech_hands.evals.report.model import EvalReport
+
 if TYPE_CHECKING:
-    from speech_hands.evals.report import EvalReport
+    from matplotlib.figure import Figure
 
 __all__ = ["write_plots"]
 
 _COLORS = {"pool": "#7f8c8d", "recorded": "#bdc3c7", "agent": "#8e44ad", "oracle": "#27ae60"}
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the headless Agg backend (imported here, on first use)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -28,7 +35,7 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, path: Path) -> Path:
+def _save(plt: ModuleType, fig: Figure, path: Path) -> Path:
     """Lay out, write the PNG and free the figure (pyplot keeps every open figure alive)."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)

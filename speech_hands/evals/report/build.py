@@ -1,77 +1,30 @@
-"""Turning item results into a report: numbers (JSON), a readable page (Markdown), a per-item CSV
-and plots. Every number says which normaliser and label rule produced it.
+"""Building an :class:`~speech_hands.evals.report.model.EvalReport` from item results: the numbers
+of a report. Every number says which normaliser and label rule produced it.
 
 ASR systems compared (see :mod:`speech_hands.evals.routing` for the oracle definitions): the
 internal top-1, every external tool's top-1, every recorded system in the manifest, the agent,
 best-of-two, the oracle router and the oracle over all N-best candidates. AudioQA: accuracy of the
 same rows, per category (DCASE 2025 style), with unparseable predictions counted.
+
+Pure computation (no files, no rendering), so a report can be rebuilt from stored results with
+another normaliser or label rule and compared.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 
-from pydantic import BaseModel, Field
-
+from speech_hands.evals.report.model import EvalReport, SystemScore
 from speech_hands.evals.routing import RoutingAnalysis, analyse_routing, gap_closed
 from speech_hands.evals.runner import ItemResult
-from speech_hands.metrics.labels import GoldLabel, LabelRule
-from speech_hands.metrics.qa import AccuracyRow, accuracy_by_category, is_correct, resolve_choice
+from speech_hands.metrics.labels import LabelRule
+from speech_hands.metrics.qa import accuracy_by_category, is_correct, resolve_choice
 from speech_hands.metrics.significance import BootstrapInterval, reduction_intervals
 from speech_hands.metrics.wer import ErrorCounts, Unit, sum_counts, word_errors
 from speech_hands.text import NormalizerName
 
-__all__ = ["EvalReport", "SystemScore", "build_report", "write_report"]
-
-
-class SystemScore(BaseModel):
-    """One row of the systems table."""
-
-    name: str
-    kind: str = Field(description="pool (internal / external top-1), recorded, agent, oracle")
-    wer: float | None = Field(default=None, description="ASR: corpus WER, 0..1")
-    counts: ErrorCounts | None = None
-    accuracy: float | None = Field(default=None, description="AudioQA: 0..1")
-    per_category: list[AccuracyRow] = Field(default_factory=list)
-    items: int = 0
-
-
-class EvalReport(BaseModel):
-    name: str
-    created: str
-    run_settings: dict = Field(
-        default_factory=dict, description="how the agent was run (the run folder's run.json): models, policy, reflector"
-    )
-    task: str
-    items: int
-    failed_items: int = Field(description="items that could not be run (bad audio, ...): counted, not dropped")
-    skipped_items: int = Field(description="items the agent skipped (silent audio, every tool failed)")
-    normalizer: str
-    unit: str
-    label_rule: str
-    systems: list[SystemScore]
-    per_dataset: dict[str, list[SystemScore]] = Field(default_factory=dict)
-    best_single: str | None = None
-    relative_reduction: float | None = Field(
-        default=None, description="ASR: 1 - agent WER / best single WER (the paper's -12.1% is 0.121)"
-    )
-    gap_closed: float | None = None
-    reduction_intervals: list[BootstrapInterval] = Field(
-        default_factory=list,
-        description="ASR: paired bootstrap of the relative reduction vs the best single system (items; speakers)",
-    )
-    routing: RoutingAnalysis
-    actions: dict[str, int] = Field(default_factory=dict, description="where final answers came from")
-    mean_rewrites: float = 0.0
-    seconds_per_item: float = 0.0
-    failures: list[str] = Field(default_factory=list, description="id: error, for failed items")
-
-    def system(self, name: str) -> SystemScore:
-        return next(s for s in self.systems if s.name == name)
+__all__ = ["build_report"]
 
 
 # ---------------------------------------------------------------------------------------- ASR
@@ -278,189 +231,3 @@ def build_report(
         seconds_per_item=sum(r.elapsed_s for r in results) / len(results),
         failures=[f"{r.id}: {r.error}" for r in results if r.error],
     )
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
-
-
-def _systems_table(rows: Sequence[SystemScore], task: str) -> list[str]:
-    if task == "qa":
-        cats = list(dict.fromkeys(c.category for s in rows for c in s.per_category))
-        lines = ["| system | accuracy % | " + " | ".join(cats) + " |", "|---|---:|" + "---:|" * len(cats)]
-        for s in rows:
-            per = {c.category: _pct(c.accuracy) for c in s.per_category}
-            lines.append(f"| {s.name} | {_pct(s.accuracy)} | " + " | ".join(per.get(c, "-") for c in cats) + " |")
-        return lines
-    lines = ["| system | WER % | sub | del | ins | ref words |", "|---|---:|---:|---:|---:|---:|"]
-    for s in rows:
-        c = s.counts or ErrorCounts()
-        name = f"**{s.name}**" if s.kind == "agent" else s.name
-        lines.append(
-            f"| {name} | {_pct(s.wer)} | {c.substitutions} | {c.deletions} | {c.insertions} | {c.reference_length} |"
-        )
-    return lines
-
-
-def render_markdown(report: EvalReport, plots: Sequence[str] = ()) -> str:
-    r = report
-    metric = "WER" if r.task == "asr" else "accuracy"
-    lines = [
-        f"# Evaluation report: {r.name}",
-        "",
-        f"{r.created}; {r.items} items ({r.failed_items} failed to run, {r.skipped_items} skipped by the agent); "
-        f"task {r.task}; normaliser: {r.normalizer}; {r.unit}-level; {r.seconds_per_item:.2f} s per item.",
-        "",
-        *(
-            [f"Run settings: {', '.join(f'{k}={v}' for k, v in r.run_settings.items() if v is not None)}.", ""]
-            if r.run_settings
-            else []
-        ),
-        "## Systems",
-        "",
-        *_systems_table(r.systems, r.task),
-        "",
-    ]
-    if r.best_single:
-        lines.append(f"- best single system in the pool: {r.best_single}")
-    if r.relative_reduction is not None:
-        lines.append(
-            f"- relative {metric} reduction of the agent vs the best single system: {100 * r.relative_reduction:+.1f}% "
-            "(negative = the agent is worse; the paper reports +12.1% WER reduction)"
-        )
-    for interval in r.reduction_intervals:
-        lines.append(f"- paired bootstrap of that reduction, resampling {interval.unit}s: {interval.describe()}")
-    if r.gap_closed is not None:
-        lines.append(f"- gap closed toward the oracle router: {r.gap_closed:.2f}")
-    lines.append(f"- where final answers came from: {r.actions}; mean rewrites per item {r.mean_rewrites:.2f}")
-    lines.append("")
-    for dataset, rows in r.per_dataset.items():
-        lines += [f"### {dataset}", "", *_systems_table(rows, r.task), ""]
-    a = r.routing
-    names = list(next(iter(a.confusion.values())).keys())
-    lines += [
-        "## Routing (first-token action vs gold)",
-        "",
-        f"Gold labels: {a.rule}. {a.labelled} items labelled, {a.unlabelled} without a label; "
-        f"{a.rewrite_candidates} labelled items had a rewrite candidate.",
-        "",
-        "| gold \\ predicted | " + " | ".join(names) + " |",
-        "|---|" + "---:|" * len(names),
-        *[f"| {g} | " + " | ".join(str(row[p]) for p in names) + " |" for g, row in a.confusion.items()],
-        "",
-        "| action | precision | recall | F1 | gold items | predicted |",
-        "|---|---:|---:|---:|---:|---:|",
-        *[
-            f"| {s.action} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} | {s.support} | {s.predicted} |"
-            for s in a.scores
-        ],
-        "",
-        f"Action accuracy {a.accuracy:.3f}, macro F1 {a.macro_f1:.3f} (over actions present in the gold labels).",
-        "",
-    ]
-    if plots:
-        lines += ["## Plots", "", *[f"![{Path(p).stem}]({Path(p).name})" for p in plots], ""]
-    if r.failures:
-        lines += ["## Items that failed", "", *[f"- {f}" for f in r.failures[:50]], ""]
-    return "\n".join(lines)
-
-
-def write_utterance_csv(
-    results: Sequence[ItemResult],
-    labels: Sequence[GoldLabel | None],
-    path: Path,
-    *,
-    normalizer: NormalizerName,
-    unit: Unit,
-) -> None:
-    fields = [
-        "id",
-        "dataset",
-        "speaker",
-        "category",
-        "reference",
-        "internal",
-        "external_top1",
-        "rewrite_candidate",
-        "prediction",
-        "action",
-        "first_action",
-        "gold_action",
-        "p_internal",
-        "p_external",
-        "p_rewrite",
-        "wer_internal",
-        "wer_external_top1",
-        "wer_rewrite",
-        "wer_prediction",
-        "error",
-    ]
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for r, label in zip(results, labels):
-            ext = r.externals[0] if r.externals else None
-            row = {
-                "id": r.id,
-                "dataset": r.dataset,
-                "speaker": r.speaker,
-                "category": r.category,
-                "reference": r.reference if r.task == "asr" else r.answer,
-                "internal": r.top(r.internal),
-                "external_top1": r.top(ext),
-                "rewrite_candidate": r.rewrite_candidate,
-                "prediction": r.prediction,
-                "action": r.action.value if r.action else "",
-                "first_action": r.first_action.value if r.first_action else "",
-                "gold_action": label.action.value if label else "",
-                "error": r.error or "",
-            }
-            if r.probs:
-                row.update({f"p_{a.value}": round(p, 4) for a, p in r.probs.items()})
-            if r.task == "asr" and r.reference is not None:
-
-                def w(text: str | None, reference: str = r.reference) -> str:
-                    if text is None:
-                        return ""
-                    return f"{word_errors(reference, text, normalizer=normalizer, unit=unit).wer:.4f}"
-
-                row.update(
-                    {
-                        "wer_internal": w(r.top(r.internal)),
-                        "wer_external_top1": w(r.top(ext)),
-                        "wer_rewrite": w(r.rewrite_candidate),
-                        "wer_prediction": w(r.prediction),
-                    }
-                )
-            writer.writerow(row)
-
-
-def write_report(
-    results: Sequence[ItemResult],
-    out_dir: str | Path,
-    *,
-    name: str = "eval",
-    normalizer: NormalizerName = "english",
-    unit: Unit = "word",
-    rule: LabelRule | None = None,
-    plots: bool = True,
-) -> EvalReport:
-    """Write ``report.json``, ``report.md``, ``items.csv`` and the PNG plots into ``out_dir`` (the
-    settings of the run that made the results, ``run.json`` in ``out_dir``, go into the report)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rule = rule or LabelRule(normalizer=normalizer, unit=unit)
-    routing, labels = analyse_routing(results, rule)
-    report = build_report(results, name=name, normalizer=normalizer, unit=unit, rule=rule, routing=routing)
-    run_file = out / "run.json"
-    if run_file.exists():
-        report.run_settings = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
-    written: list[str] = []
-    if plots:
-        from speech_hands.evals.plots import write_plots
-
-        written = write_plots(report, out)
-    (out / "report.json").write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(render_markdown(report, written), encoding="utf-8")
-    write_utterance_csv(results, labels, out / "items.csv", normalizer=normalizer, unit=unit)
-    return report

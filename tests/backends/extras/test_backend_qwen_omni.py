@@ -15,8 +15,8 @@ from tiny_models import build_chat_llm, build_qwen_omni, last_hidden, require, s
 transformers = require("transformers")
 torch = require("torch")
 
-from conftest import dev_flac  # noqa: E402
 from doubles import FixedASR  # noqa: E402
+from helpers import dev_flac  # noqa: E402
 
 from speech_hands import Action, AgentConfig, SpeechHands  # noqa: E402
 from speech_hands.audio import audio_from_array, load_audio  # noqa: E402

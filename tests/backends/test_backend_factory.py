@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, dev_flac
+from helpers import REPO, dev_flac
 
 from speech_hands import SpeechHands
 from speech_hands import assembly as factory
-from speech_hands.assembly import BackendKind, read_config
+from speech_hands.assembly import read_config
+from speech_hands.backends.loading import OptionalExtra
+from speech_hands.backends.nemo import NemoASR
 from speech_hands.errors import ConfigurationError
 
 EMBEDDED = {"kind": "embedded", "predictor": {"kind": "faster-whisper", "model": "bundled:tiny.en", "cpu_threads": 2}}
@@ -55,17 +57,16 @@ def test_errors_name_the_fix(tmp_path, monkeypatch):
         )
     with pytest.raises(ConfigurationError, match="cannot serve as omni"):
         SpeechHands.from_config({"omni": {"kind": "nemo"}})
-    monkeypatch.setitem(
-        factory.REGISTRY,
-        "needs-missing",
-        BackendKind("speech_hands.backends.nemo", "NemoASR", ("asr",), (("no_such_pkg_xyz", "nemo"),)),
-    )
+    # the backend's own declaration of its extra is what assembly checks, before constructing and
+    # without loading anything (preload off): here a package that is surely absent, in any venv
+    absent = OptionalExtra(module="no_such_pkg_xyz", package="no-such-pkg", extra="nemo", what="the NeMo ASR backend")
+    monkeypatch.setattr(NemoASR, "requires", (absent,))
     with pytest.raises(ConfigurationError, match=r"pip install 'speech-hands\[nemo\]'"):
-        SpeechHands.from_config({"omni": EMBEDDED, "external": [{"kind": "needs-missing"}]})
+        SpeechHands.from_config({"omni": EMBEDDED, "external": [{"kind": "nemo"}], "preload": False})
 
 
 def test_embedded_agent_from_config_runs_on_real_speech(tmp_path):
-    from test_backend_openai_whisper import build_tiny_whisper
+    from tiny_models import build_tiny_whisper
 
     build_tiny_whisper(tmp_path / "w.pt")  # the config below points at it
     config = tmp_path / "agent.toml"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_wav
 from doubles import (
     CountingRewriter,
     FailingASR,
@@ -18,6 +17,7 @@ from doubles import (
     SampledPolicy,
     ScriptedPolicy,
 )
+from helpers import write_wav
 
 from speech_hands import Action, AgentConfig, SpeechHands
 from speech_hands.backends.composed import ComposedOmni
@@ -245,3 +245,29 @@ def test_reused_thread_starts_a_fresh_decision(tmp_path, speech_like):
         second = agent.invoke(speech_like, thread_id="same")
     assert len(second.candidates) == len(first.candidates) == 2
     assert len(second.reflections) == 1
+
+
+def test_rewrite_disabled_keeps_the_more_probable_internal_side_and_says_why(tmp_path, speech_like):
+    probs = {Action.INTERNAL: 0.3, Action.EXTERNAL: 0.1, Action.REWRITE: 0.6}
+    with make_agent(ScriptedPolicy([Action.REWRITE], probs=probs), tmp_path=tmp_path, max_rewrites=0) as agent:
+        result = agent.invoke(speech_like)
+    assert result.rewrite_count == 0
+    assert result.action is Action.INTERNAL and result.answer == INTERNAL_TEXT[0]
+    assert "rewrites are disabled (max_rewrites=0); kept the internal prediction" in result.notes
+
+
+def test_graph_shape_is_the_real_graph_without_backends(tmp_path):
+    from speech_hands.graphs.routing import graph_shape
+    from speech_hands.graphs.state import fresh_input
+
+    def edges(compiled) -> set[tuple[str, str, bool]]:
+        return {(e.source, e.target, e.conditional) for e in compiled.get_graph().edges}
+
+    with make_agent(ScriptedPolicy([Action.INTERNAL]), tmp_path=tmp_path) as agent:
+        real = agent.graph
+    shape = graph_shape().compile()
+    assert edges(shape) == edges(real)
+    assert set(shape.channels) == set(real.channels)  # so it reads the real graph's checkpoints
+    assert {("prepare", "finish", True), ("gather", "finish", True), ("rewrite", "use_internal", True)} <= edges(shape)
+    with pytest.raises(RuntimeError, match="no backend"):
+        shape.invoke(fresh_input({}, None))

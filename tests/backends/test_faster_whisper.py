@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import jiwer
 import numpy as np
 import pytest
-from conftest import dev_flac
+from helpers import dev_flac
 
 from speech_hands.audio import audio_from_array, load_audio
 from speech_hands.backends.faster_whisper import FasterWhisperASR, split_windows
@@ -50,14 +49,9 @@ def test_unknown_bundled_model_and_bad_directory(tmp_path):
 @pytest.mark.parametrize("which", ["base", "tiny"])
 def test_real_nbest_on_real_speech(which, base, tiny, dev_references):
     model = base if which == "base" else tiny
+    # ranks, scores and ordering: test_backend_contract.py; here the real weights' N-best and accuracy
     hyps = model.transcribe(load_audio(dev_flac(UTT)), n_best=5)
     assert len(hyps) >= 3
-    assert [h.rank for h in hyps] == list(range(len(hyps)))
-    assert len({h.text for h in hyps}) == len(hyps), "N-best entries are distinct"
-    scores = [h.score for h in hyps]
-    assert all(math.isfinite(s) and s < 0 for s in scores)
-    assert scores == sorted(scores, reverse=True)
-    assert all(h.source == model.name for h in hyps)
     assert wer(dev_references[UTT], hyps[0].text) < 0.25
 
 

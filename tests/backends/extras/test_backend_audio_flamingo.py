@@ -10,7 +10,7 @@ from tiny_models import build_audio_flamingo3, build_qwen_omni, require
 
 transformers = require("transformers")
 
-from conftest import dev_flac  # noqa: E402
+from helpers import dev_flac  # noqa: E402
 
 from speech_hands import AgentConfig, SpeechHands  # noqa: E402
 from speech_hands.audio import load_audio  # noqa: E402
@@ -33,22 +33,14 @@ def audio():
 def test_one_best_and_k_samples(af3_dir, audio):
     greedy = AudioFlamingo3(str(af3_dir), device="cpu", max_new_tokens=5)
     one = greedy.caption(audio, QUESTION)
-    assert len(one) == 1 and one[0].source == "af3" and one[0].score < 0
+    assert len(one) == 1  # ordering, ranks and scores: test_backend_contract.py
     assert greedy.caption(audio, QUESTION) == one  # greedy is deterministic
     sampler = AudioFlamingo3(str(af3_dir), device="cpu", max_new_tokens=5, num_samples=5, seed=1, name="af3-sampled")
     drawn = sampler.caption(audio)
-    assert 1 <= len(drawn) <= 5 and len({h.text for h in drawn}) == len(drawn)
-    assert [h.score for h in drawn] == sorted((h.score for h in drawn), reverse=True)
+    assert 1 <= len(drawn) <= 5
     assert sampler.caption(audio) == drawn  # seeded
     other = AudioFlamingo3(str(af3_dir), device="cpu", max_new_tokens=5, num_samples=5, seed=2, name="af3-other")
     assert [h.text for h in other.caption(audio)] != [h.text for h in drawn]
-
-
-def test_missing_checkpoint_names_the_layout(tmp_path):
-    from speech_hands.errors import ConfigurationError
-
-    with pytest.raises(ConfigurationError, match="audio-flamingo-3-hf"):
-        AudioFlamingo3(str(tmp_path), device="cpu").load()
 
 
 def test_audioqa_graph_with_af3_external(af3_dir, tmp_path, shared_data):

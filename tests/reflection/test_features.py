@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import dev_flac
+from helpers import dev_flac
 
 from speech_hands.audio import load_audio
 from speech_hands.reflection.learned.features import (

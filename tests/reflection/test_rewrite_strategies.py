@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from conftest import dev_flac
+from helpers import dev_flac
 
 from speech_hands.audio import load_audio, virtual_audio
 from speech_hands.reflection.base import ReflectionInput
