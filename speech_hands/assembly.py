@@ -296,7 +296,7 @@ def _instantiate(kind: str, options: dict[str, Any]) -> Any:
         ) from exc
 
 
-def _preload(backend: Any) -> None:
+def preload(backend: Any) -> None:
     """Load the weights now so configuration errors (no action tokens, wrong path) surface here."""
     for part in (
         backend,
@@ -328,7 +328,7 @@ def build_parts(source: str | Path | Mapping[str, Any] | SpeechHandsConfig) -> A
     omni = construct(config.omni, "omni", base, n_best=n_best, externals=externals)
     if config.preload:
         for backend in [omni, *externals]:
-            _preload(backend)
+            preload(backend)
     return AgentParts(omni=omni, external=externals, agent=config.agent)
 
 

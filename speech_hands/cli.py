@@ -109,7 +109,14 @@ def transcribe(
     ),
     trace_db: str | None = TraceDbOption,
 ) -> None:
-    """Transcribe FILES with the agent: perceive, reflect, route; prints answer, action and candidates."""
+    """Transcribe FILES with the agent: perceive, reflect, route; prints answer, action and candidates.
+
+    Exit status: 0 when every file was answered; 1 when some file got no answer (its audio could not be
+    read, or every tool failed on it); 2 when nothing could run (a single bad file, a bad option or
+    model), with one ``error:`` line."""
+    unreadable = _unreadable_inputs(files) if replay is None else {}
+    if len(unreadable) == len(files):
+        raise SpeechHandsError("; ".join(unreadable.values()))
     agent = _agent(
         trace_db=trace_db,
         internal_model=internal_model,
@@ -121,6 +128,8 @@ def transcribe(
         k_samples=k_samples,
         max_rewrites=max_rewrites,
     )
+    if replay is None:
+        agent.load()
     rows: list[tuple[str, Any]] = [(str(f), None) for f in files]
     with progress_bar(err_console, disable=len(files) < 2 or not err_console.is_terminal, transient=True) as progress:
         task = progress.add_task("routing", total=len(files))
@@ -138,13 +147,36 @@ def transcribe(
             on_result=done,
         )
     agent.close()
+    if len(files) == 1 and isinstance(rows[0][1], SpeechHandsError):
+        raise rows[0][1]  # one file that cannot be read: the one-line error, status 2
     if not as_json:
         console.print(_result_table(rows))
         console.print("[dim]Inspect a decision: speech-hands trace THREAD[/dim]")
-    failed = [name for name, outcome in rows if isinstance(outcome, BaseException)]
-    if failed:
-        err_console.print(f"[red]{len(failed)} of {len(rows)} file(s) failed[/red]")
+    unanswered = [name for name, outcome in rows if _unanswered(outcome)]
+    if unanswered:
+        err_console.print(f"[red]{len(unanswered)} of {len(rows)} file(s) failed (no answer)[/red]")
         raise typer.Exit(code=1)
+
+
+def _unreadable_inputs(files: list[Path]) -> dict[Path, str]:
+    """The files that cannot be audio at all (missing, a folder, empty), found before any model loads."""
+    from speech_hands.audio import check_audio_file
+
+    problems: dict[Path, str] = {}
+    for path in files:
+        try:
+            check_audio_file(path)
+        except SpeechHandsError as exc:
+            problems[path] = str(exc)
+    return problems
+
+
+def _unanswered(outcome: Any) -> bool:
+    """A failed file, or a run whose tools all failed. Silence and non-speech are answered (with
+    nothing): their tools were never called."""
+    if isinstance(outcome, BaseException):
+        return True
+    return outcome.action is None and bool(outcome.candidates)
 
 
 def _json_line(path: Path, outcome: Any) -> str:
@@ -186,6 +218,8 @@ def threads(limit: int = typer.Option(20, help="how many"), trace_db: str | None
     from speech_hands.config import AgentConfig
 
     db = AgentConfig(trace_db=trace_db).resolved_trace_db()
+    if db != ":memory:" and not Path(db).exists():
+        raise SpeechHandsError(f"no trace database at {db}; run `speech-hands transcribe` first or pass --trace-db")
     saver = open_checkpointer(db)
     seen: dict[str, None] = {}
     for item in saver.list(None, limit=limit * 50):

@@ -39,7 +39,16 @@ class AgentConfig(BaseModel):
     trace_db: str | None = Field(
         default=None, description="SQLite file for traces; ':memory:' keeps them in memory; None: default path"
     )
-    max_workers: int = Field(default=8, ge=1, description="threads for tool calls (timeouts run here)")
+    detect_speech: bool = Field(
+        default=True,
+        description="speech recognition: skip perception when voice-activity detection finds no speech",
+    )
+    max_workers: int | None = Field(
+        default=None,
+        ge=1,
+        deprecated="unused: every tool call runs in its own thread, and a tool that hangs is isolated",
+        description="unused (kept so older configurations still load)",
+    )
 
     def resolved_trace_db(self) -> str:
         if self.trace_db == MEMORY:

@@ -113,6 +113,9 @@ class ToolOutput(_Frozen):
     role: ToolRole
     kind: ToolKind = "asr"
     hypotheses: list[Hypothesis] = Field(default_factory=list)
+    rejected: list[Hypothesis] = Field(
+        default_factory=list, description="what the tool returned that cannot be a transcript of this audio"
+    )
     error: ToolError | None = None
     elapsed_s: float = 0.0
 
@@ -139,7 +142,7 @@ class Reflection(_Frozen):
     raw_token: str
     policy: str
     external_tool: str | None = None
-    external_rank: int = 0
+    external_rank: int = Field(default=0, ge=0, description="rank in the external tool's N-best, 0 = top-1")
     answer: str | None = None
     round: int = Field(default=0, ge=0, description="0 before any rewrite, n after the n-th rewrite")
     sample_index: int = 0
@@ -151,8 +154,8 @@ class Reflection(_Frozen):
         missing = [a.value for a in Action if a not in probs]
         if missing:
             raise ValueError(f"probabilities missing for actions {missing}")
-        if any(p < 0 or p > 1 for p in probs.values()):
-            raise ValueError("action probabilities must lie in [0, 1]")
+        if not all(0.0 <= p <= 1.0 for p in probs.values()):  # NaN fails this too
+            raise ValueError(f"action probabilities must lie in [0, 1] (got {probs})")
         total = sum(probs.values())
         if abs(total - 1.0) > 1e-4:
             raise ValueError(f"action probabilities must sum to 1 (got {total:.6f})")

@@ -16,7 +16,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
-from speech_hands.assembly import build_parts, default_config
+from speech_hands.assembly import build_parts, default_config, preload
 from speech_hands.audio import AudioInput, AudioStore, load_audio, virtual_audio
 from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
 from speech_hands.config import MEMORY, AgentConfig
@@ -75,7 +75,6 @@ class SpeechHands:
         self.omni = omni
         self.external = list(external)
         self.store = AudioStore(max_duration_s=self.config.max_audio_s)
-        self._executor = ThreadPoolExecutor(max_workers=self.config.max_workers, thread_name_prefix="speech-hands-tool")
         self.tools: list[PerceptionTool] = [omni_predict_tool(omni, self.store)]
         self.tools += [as_tool(backend, self.store) for backend in self.external]
         names = [t.name for t in self.tools]
@@ -89,8 +88,9 @@ class SpeechHands:
             tool_timeout_s=self.config.tool_timeout_s,
             seed=self.config.seed,
             weighted_vote=self.config.weighted_vote,
+            detect_speech=self.config.detect_speech,
         )
-        self.routing = RoutingGraph(omni, self.tools, self.store, self._executor, settings)
+        self.routing = RoutingGraph(omni, self.tools, self.store, settings)
         self.graph: CompiledStateGraph = self.routing.build().compile(checkpointer=self.checkpointer)
         self._closed = False
         self._lock = threading.Lock()
@@ -172,6 +172,13 @@ class SpeechHands:
             n_best=cfg.n_best,
         )
         return cls(omni, [backend(store, n, name=n) for n in names], config=cfg, checkpointer=checkpointer)
+
+    def load(self) -> SpeechHands:
+        """Load every model now, so a wrong model name or path fails here with the fix, not as a
+        failed tool inside the first run (models otherwise load on first use)."""
+        for backend in [self.omni, *self.external]:
+            preload(backend)
+        return self
 
     # ------------------------------------------------------------------ running
 
@@ -314,7 +321,6 @@ class SpeechHands:
             if self._closed:
                 return
             self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
         conn = getattr(self.checkpointer, "conn", None)
         if conn is not None:
             conn.close()

@@ -1,6 +1,12 @@
 """Running an agent over a manifest: one :class:`ItemResult` per item, appended to a JSONL file as
-soon as it is scored, so an interrupted run resumes where it stopped (ids already in the file are
-skipped) and nothing is lost when one item fails (its error is recorded and counted, not raised).
+soon as it is scored, so an interrupted run resumes where it stopped and nothing is lost when one
+item fails (its error is recorded and counted, not raised).
+
+What a resumed run keeps is the *prediction* of an item, keyed by its id and its audio's sha256 (the
+run folder's settings are fingerprinted by the CLI): the references, questions, options and
+recorded systems always come from the manifest, so a corrected reference is scored at once. Items
+whose audio changed and items that failed are run again. The file is compacted before appending
+(one record per item, no half-written line left from a crash).
 
 For the gold labels, the harness also needs what the rewrite edge WOULD have produced for every
 item (the paper's label rule compares against the rewrite's WER). When the agent rewrote, that is its
@@ -18,9 +24,10 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 from rich.console import Console
 
+from speech_hands.audio import sha256_file
 from speech_hands.datasets.manifest import Manifest, ManifestItem
 from speech_hands.errors import SpeechHandsError
-from speech_hands.jsonl import read_appended
+from speech_hands.jsonl import read_appended, rewrite_records
 from speech_hands.progress import progress_bar
 from speech_hands.reflection.base import ReflectionInput
 from speech_hands.types import Action, AgentResult, CandidateViews, ToolOutput
@@ -41,6 +48,9 @@ class ItemResult(CandidateViews, BaseModel):
     category: str | None = None
     speaker: str | None = None
     audio: str | None = Field(default=None, description="the audio file that was run (absolute path)")
+    audio_sha256: str | None = Field(
+        default=None, description="sha256 of that file: a resumed run redoes a changed one"
+    )
     reference: str | None = None
     question: str | None = None
     choices: list[str] = Field(default_factory=list)
@@ -94,6 +104,14 @@ def _base(item: ManifestItem, manifest: Manifest) -> dict:
     }
 
 
+def _same_audio(result: ItemResult, item: ManifestItem, manifest: Manifest) -> bool:
+    """Whether ``result`` was computed on the audio the manifest names now."""
+    if item.audio is None or result.audio_sha256 is None:
+        return True  # replay items have no audio; older records carry no hash
+    path = manifest.audio_path(item)
+    return path.is_file() and sha256_file(path) == result.audio_sha256
+
+
 def _rewrite_candidate(agent: SpeechHands, result: AgentResult, label_rewrite: bool) -> str | None:
     if result.rewrites:
         return result.rewrites[0].text
@@ -126,6 +144,7 @@ def run_item(agent: SpeechHands, manifest: Manifest, item: ManifestItem, *, labe
         )
     return ItemResult(
         **_base(item, manifest),
+        audio_sha256=result.audio.sha256,
         candidates=result.candidates,
         prediction=result.answer,
         action=result.action,
@@ -150,12 +169,22 @@ def run_manifest(
     show_progress: bool = True,
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> list[ItemResult]:
-    """Score every item not yet in ``results_path``; return all results in manifest order."""
+    """Score every item without a usable result in ``results_path``; return all results in manifest order.
+
+    A stored result is kept when it did not fail and its audio is unchanged; its manifest fields
+    (reference, question, ...) are refreshed from ``manifest``."""
     results_path = Path(results_path)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     if not resume and results_path.exists():
         results_path.unlink()
-    done = {r.id: r for r in load_results(results_path)}
+    stored = {r.id: r for r in load_results(results_path)}  # the last record of an id wins
+    done: dict[str, ItemResult] = {}
+    for item in manifest:
+        kept = stored.get(item.id)
+        if kept is not None and kept.error is None and _same_audio(kept, item, manifest):
+            done[item.id] = kept.model_copy(update=_base(item, manifest))
+    if results_path.exists():
+        rewrite_records(results_path, done.values())
     todo = [item for item in manifest if item.id not in done]
     with progress_bar(console, disable=not show_progress) as progress:
         task = progress.add_task(f"eval {manifest.name}", total=len(manifest), completed=len(manifest) - len(todo))

@@ -3,7 +3,7 @@
 This figure is the one description of the graph's edges; ``speech-hands graph`` prints the compiled
 graph itself as Mermaid (no model is loaded)::
 
-    START --> prepare --(silent audio)--> finish
+    START --> prepare --(silent audio, or no speech for a speech recogniser)--> finish
                  |
                  | Send: one branch per tool
                  v
@@ -54,8 +54,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
@@ -63,10 +61,11 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from speech_hands.audio import AudioStore
+from speech_hands.audio import MIN_SPEECH_S, SAMPLE_RATE, AudioStore, speech_seconds
 from speech_hands.backends.base import OmniBackend
+from speech_hands.graphs.calls import ToolBusy, ToolCalls, ToolTimeout
 from speech_hands.graphs.state import PerceiveTask, ReflectTask, RoutingState, StateView
-from speech_hands.graphs.tools import PerceptionTool
+from speech_hands.graphs.tools import PerceptionTool, implausible
 from speech_hands.reflection.base import ReflectionInput
 from speech_hands.reflection.decision import certain
 from speech_hands.reflection.vote import majority_vote
@@ -117,6 +116,7 @@ class RoutingSettings:
     tool_timeout_s: float | None = 300.0
     seed: int = 0
     weighted_vote: bool = True
+    detect_speech: bool = True
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,8 @@ class RoutingGraph:
         omni: OmniBackend,
         tools: list[PerceptionTool],
         store: AudioStore,
-        executor: Executor,
         settings: RoutingSettings | None = None,
+        calls: ToolCalls | None = None,
     ) -> None:
         internal = [t for t in tools if t.role == "internal"]
         if len(internal) != 1:
@@ -211,7 +211,7 @@ class RoutingGraph:
         self.omni = omni
         self.tools = {t.name: t for t in tools}
         self.store = store
-        self.executor = executor
+        self.calls = calls or ToolCalls()
         self.settings = settings or RoutingSettings()
 
     # ----------------------------------------------------------------- helpers over the state
@@ -249,8 +249,17 @@ class RoutingGraph:
     # ----------------------------------------------------------------- nodes
 
     def prepare(self, state: RoutingState) -> dict[str, Any]:
-        if StateView(state).audio.silent:
+        audio = StateView(state).audio
+        if audio.silent:
             return {"skipped_reason": "silent audio: perception skipped (Whisper invents text on silence)"}
+        if self.settings.detect_speech and self.omni.kind == "asr":  # audio QA is about any sound
+            samples = self.store.get(audio).samples
+            if samples is not None and (found := speech_seconds(samples)) < MIN_SPEECH_S:
+                return {
+                    "skipped_reason": f"no speech: voice-activity detection found {found:.2f} s of speech in "
+                    f"{audio.duration_s or samples.size / SAMPLE_RATE:.2f} s of audio; perception skipped "
+                    "(Whisper invents text for non-speech; detect_speech=False turns this off)"
+                }
         return {"round": 0}
 
     def perceive(self, task: PerceiveTask) -> dict[str, Any]:
@@ -258,15 +267,22 @@ class RoutingGraph:
         started = time.perf_counter()
         args = {"audio": task["audio"], "question": task.get("question"), "n_best": self.settings.n_best}
         timeout = self.settings.tool_timeout_s
-        future = self.executor.submit(tool.tool.invoke, args)
         try:
-            output = ToolOutput.model_validate(future.result(timeout=timeout))
-            note = [] if output.hypotheses else [f"tool {tool.name} returned no hypothesis"]
-        except FutureTimeout:
-            future.cancel()
-            error = ToolError(type="TimeoutError", message=f"no answer within {timeout} s", timed_out=True)
+            output = ToolOutput.model_validate(self.calls.call(tool.name, tool.tool.invoke, args, timeout_s=timeout))
+            duration = StateView(task).audio.duration_s
+            note = [
+                f"tool {tool.name}: set aside an implausible candidate ({implausible(h.text, tool.kind, duration)}): "
+                f"{h.text[:60]!r}{'...' if len(h.text) > 60 else ''}"
+                for h in output.rejected
+            ]
+            if not output.hypotheses:
+                note.append(f"tool {tool.name} returned no hypothesis")
+        except (ToolTimeout, ToolBusy) as exc:
+            kind = "TimeoutError" if isinstance(exc, ToolTimeout) else type(exc).__name__
+            error = ToolError(type=kind, message=str(exc), timed_out=True)
             output = self._failed(tool, error, started)
-            note = [f"tool {tool.name} timed out after {timeout} s; routing goes on without it"]
+            why = f"timed out after {timeout} s" if isinstance(exc, ToolTimeout) else f"is busy ({exc})"
+            note = [f"tool {tool.name} {why}; routing goes on without it"]
         except Exception as exc:  # a failing tool never crashes the graph
             error = ToolError(type=type(exc).__name__, message=str(exc) or repr(exc))
             output = self._failed(tool, error, started)
@@ -291,8 +307,8 @@ class RoutingGraph:
         inp = self._reflection_input(StateView(task["state"]), sample_index=index, n_samples=n_samples)
         notes: list[str] = []
         try:
-            reflection = self.omni.reflect(inp, sample=n_samples > 1)
-        except Exception as exc:  # a failing reflection model costs the decision, never the candidates
+            reflection = _checked_reflection(self.omni.reflect(inp, sample=n_samples > 1))
+        except Exception as exc:  # a failing (or nonsense-returning) model costs the decision, never the candidates
             why = f"reflection failed ({type(exc).__name__}: {exc or repr(exc)}); kept the internal prediction"
             notes.append(why if n_samples == 1 else f"draw {index}: {why}")
             log.warning("%s", notes[-1], exc_info=exc)
@@ -345,7 +361,13 @@ class RoutingGraph:
             assert kept is not None  # gather guarantees one candidate, and it is not external
             return {**kept, "notes": ["no external candidate; kept the internal prediction"]}
         rank = min(decided.external_rank, len(chosen.hypotheses) - 1)
-        return {"answer": chosen.hypotheses[rank].text, "action": Action.EXTERNAL.value}
+        update: dict[str, Any] = {"answer": chosen.hypotheses[rank].text, "action": Action.EXTERNAL.value}
+        if rank != decided.external_rank:
+            update["notes"] = [
+                f"the reflection named rank {decided.external_rank} of {chosen.tool}, which returned "
+                f"{len(chosen.hypotheses)}; took its last candidate"
+            ]
+        return update
 
     def rewrite(self, state: RoutingState) -> dict[str, Any]:
         inp = self._reflection_input(StateView(state))
@@ -418,6 +440,15 @@ class RoutingGraph:
             "rewrite": self.after_rewrite,
         }
         return _assemble(nodes, branches)
+
+
+def _checked_reflection(value: Any) -> Reflection:
+    """What a reflection model returned, validated: a dict or a model with an invalid action,
+    probabilities or rank raises here, inside the node's fallback, instead of later in the graph."""
+    data = value.model_dump(warnings=False) if isinstance(value, Reflection) else value
+    if not isinstance(data, Mapping):
+        raise TypeError(f"the reflection model returned {type(value).__name__}, not a Reflection")
+    return Reflection.model_validate(data)
 
 
 def _rewrite_hypothesis(record: RewriteRecord) -> Hypothesis:

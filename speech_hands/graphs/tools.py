@@ -6,6 +6,10 @@ LangChain-compatible agent, listed, described, and invoked with JSON. The tool t
 :class:`~speech_hands.types.AudioRef` (never raw audio), fetches the samples from the
 :class:`~speech_hands.audio.AudioStore`, runs the backend and returns a
 :class:`~speech_hands.types.ToolOutput` as JSON-ready data.
+
+Candidates that cannot be what was said are set aside in ``ToolOutput.rejected`` (the graph notes
+them) instead of competing with the others (:func:`implausible`): a transcript far longer than the
+audio's duration allows, or text that is mostly not letters or digits (a model decoding garbage).
 """
 
 from __future__ import annotations
@@ -21,6 +25,23 @@ from pydantic import BaseModel, Field
 from speech_hands.audio import AudioInput, AudioStore
 from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
 from speech_hands.types import AudioRef, Hypothesis, ToolKind, ToolOutput, ToolRole
+
+#: Fast read speech is about 6 words (some 35 characters) per second; a transcript needing more than
+#: MAX_CHARS_PER_S per second of audio, plus SLACK_CHARS, was not spoken in it.
+MAX_CHARS_PER_S = 50.0
+SLACK_CHARS = 80
+#: Below this share of letters and digits among the non-space characters, a candidate is not text.
+MIN_WORD_CHAR_SHARE = 0.5
+
+
+def implausible(text: str, kind: ToolKind, duration_s: float | None) -> str | None:
+    """Why ``text`` cannot be a candidate for audio of ``duration_s`` seconds, or None when it can."""
+    visible = [c for c in text if not c.isspace()]
+    if visible and sum(c.isalnum() for c in visible) / len(visible) < MIN_WORD_CHAR_SHARE:
+        return "mostly not letters or digits"
+    if kind == "asr" and duration_s is not None and len(text) > MAX_CHARS_PER_S * duration_s + SLACK_CHARS:
+        return f"{len(text)} characters for {duration_s:.1f} s of audio"
+    return None
 
 
 class PerceptionRequest(BaseModel):
@@ -54,11 +75,18 @@ def _runner(
     def run(audio: AudioRef | dict, question: str | None = None, n_best: int = 5) -> dict[str, Any]:
         request = PerceptionRequest(audio=audio, question=question, n_best=n_best)
         started = time.perf_counter()
-        hypotheses = call(store.get(request.audio), request)
+        returned = call(store.get(request.audio), request)
+        kept = [h for h in returned if implausible(h.text, kind, request.audio.duration_s) is None]
+        rejected = [h.model_copy(update={"source": name}) for h in returned if h not in kept]
         # Re-label source and rank so the list is consistent whatever the backend returned.
-        hypotheses = [h.model_copy(update={"source": name, "rank": i}) for i, h in enumerate(hypotheses)]
+        hypotheses = [h.model_copy(update={"source": name, "rank": i}) for i, h in enumerate(kept)]
         output = ToolOutput(
-            tool=name, role=role, kind=kind, hypotheses=hypotheses, elapsed_s=time.perf_counter() - started
+            tool=name,
+            role=role,
+            kind=kind,
+            hypotheses=hypotheses,
+            rejected=rejected,
+            elapsed_s=time.perf_counter() - started,
         )
         return output.model_dump(mode="json")
 

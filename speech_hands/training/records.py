@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from speech_hands.jsonl import read_appended
+from speech_hands.jsonl import cut_partial_line, read_appended
 from speech_hands.reflection.learned.features import AUDIO_FEATURES, audio_statistics
 from speech_hands.reflection.learned.scoring import CandidateScore
 from speech_hands.training.corpus import TrainingItem
@@ -142,6 +142,7 @@ def build_records(
     have = {r.item.id: r for r in load_records(cache, config.key())}
     runner: PoolRunner | None = None
     cache.parent.mkdir(parents=True, exist_ok=True)
+    cut_partial_line(cache)  # else the next record would be glued onto a half-written one
     out = []
     with cache.open("a", encoding="utf-8") as fh:
         for item in items:
