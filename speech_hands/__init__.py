@@ -1,7 +1,7 @@
 """speech-hands: self-reflection routing for speech recognition and audio reasoning.
 
 The public surface is small: :class:`SpeechHands` (the agent), :class:`AgentConfig`, and the result
-types. Everything else lives in sub-packages (``tools``, ``graphs``, ``reflection``, ``evals``).
+types. Everything else lives in sub-packages (``backends``, ``reflection``, ``graphs``, ``evals``, ``training``; docs/architecture.md).
 """
 
 from speech_hands.agent import AgentConfig, SpeechHands, StreamEvent

@@ -15,7 +15,7 @@ Corpus-level WER is the sum of errors over the sum of reference words (not a mea
 WERs). An utterance with an empty reference has 0 reference words: its WER is its number of
 insertions (jiwer's convention: errors / max(1, reference words)), and it still adds its insertions to
 the corpus numerator. CER (``unit="char"``) aligns characters instead, for languages written without
-spaces (the Wu-dialect tables of seed 002 are CER); spaces are removed before character alignment.
+spaces (e.g. Chinese or Japanese); spaces are removed before character alignment.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ built from what the tools already report:
 shares). An action whose inputs are missing (a failed tool, a single candidate source for rewrite)
 gets probability 0. Hypotheses without scores (recorded systems, AudioQA answers) use
 ``missing_score``. The defaults were chosen on the LibriSpeech dev utterances with the bundled Whisper
-models; they are a baseline, not a learned model, and the README says so.
+models; they are a baseline, not a learned model, and docs/reflector.md says so.
 """
 
 from __future__ import annotations

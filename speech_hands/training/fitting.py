@@ -8,8 +8,7 @@ probabilities (we add one temperature fitted on out-of-fold predictions), and it
 3 x F matrix: the shipped artifact is a few KB of JSON, loaded and evaluated with numpy in
 microseconds, no pickle and no scikit-learn needed at inference.
 
-Labels follow the paper's rule (docs/method.md section 3, via :mod:`speech_hands.metrics.labels` when it is
-installed) with one realistic change: "best external" is the external candidate the ``<external>``
+Labels follow the paper's rule (docs/method.md section 3, :mod:`speech_hands.metrics.labels`) with one realistic change: "best external" is the external candidate the ``<external>``
 action would actually return (best-rescored under MAP, least expected risk under MBR), not an oracle
 pick inside the list, so a label never asks for an answer the agent cannot give. Examples are
 weighted by regret (``<internal>`` dominates).
