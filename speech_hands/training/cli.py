@@ -201,6 +201,44 @@ def labels(
     eval_cli.console.print(f"written: {out}/labels.jsonl, internal.jsonl, external.jsonl, rewrite.jsonl, sft.jsonl")
 
 
+def export_sft(
+    labels_dir: Path = typer.Argument(..., help="a folder written by `speech-hands labels` (labels.jsonl)"),
+    out: Path = typer.Option(..., "--out", help="folder for the ShareGPT files, dataset_info.json, train/test.jsonl"),
+    n_best: int = typer.Option(5, help="external hypotheses per tool in the prompt (the paper: 5; or 1)"),
+    audio: bool = typer.Option(True, "--audio/--no-audio", help="attach the audio (off: the text-only reflector)"),
+    target: str = typer.Option("gold", help="text after the token: gold (every action) or source (routed text)"),
+    balance: str = typer.Option("none", help="training-split class balancing: none or oversample"),
+    max_ratio: float = typer.Option(10.0, help="oversample: at most this many copies of one item"),
+    cap_per_dataset: int | None = typer.Option(20_000, help="items kept per dataset (the paper: 20k)"),
+    test_speakers: float = typer.Option(0.0, help="share of speakers held out as a speaker-disjoint test split"),
+    seed: int = typer.Option(0, help="seed of the cap, the split and the oversampling"),
+) -> None:
+    """Export gold labels as fine-tuning data: ShareGPT for LLaMA-Factory, and the project's own format."""
+    from speech_hands.training.export import ExportOptions
+    from speech_hands.training.export import export_sft as run_export
+
+    try:
+        options = ExportOptions(
+            n_best=n_best,
+            audio=audio,
+            target=target,
+            balance=balance,
+            max_ratio=max_ratio,
+            cap_per_dataset=cap_per_dataset,
+            test_speakers=test_speakers,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"export-sft: {exc}") from exc
+    summary = run_export(labels_dir, out, options)
+    for split, counts in summary["counts"].items():
+        eval_cli.console.print(
+            f"{split}: {counts['records']} records, {counts['speakers']} speakers, {counts['actions']}"
+        )
+    eval_cli.console.print(f"written: {out}/dataset_info.json, speech_hands_sft_*.json, *.jsonl, export.json")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train-reflector")(train_reflector)
     app.command("labels")(labels)
+    app.command("export-sft")(export_sft)

@@ -36,16 +36,41 @@ __all__ = ["LabelledItem", "SFTRecord", "build_supervision", "write_supervision"
 
 
 class LabelledItem(BaseModel):
+    """One line of ``labels.jsonl``: what the reflection saw, the gold text and the gold action."""
+
     id: str
     task: str
     dataset: str
     speaker: str | None = None
     audio: str | None = Field(default=None, description="audio path, when the item had audio")
+    question: str | None = Field(default=None, description="AudioQA: the question stem")
+    choices: list[str] = Field(default_factory=list, description="AudioQA: the options, 'A. ...'")
     gold: str
     internal: str
     externals: dict[str, list[str]]
     rewrite: str | None = None
     label: GoldLabel
+
+    def reflection_prompt(self, n_best: int | None = None) -> str:
+        """The reflection prompt for this item (:mod:`speech_hands.prompts`), with at most ``n_best``
+        hypotheses of each external tool (None: all)."""
+        if self.task == "qa":
+            first_external = next((hyps[0] for hyps in self.externals.values() if hyps), "")
+            return audioqa_reflection_prompt(self.question or "", self.choices, first_external, self.internal)
+        hypotheses = [h for hyps in self.externals.values() for h in hyps[:n_best]]
+        return asr_reflection_prompt(self.internal, hypotheses)
+
+    def target_text(self, target: Literal["gold", "source"] = "gold") -> str:
+        """The text after the action token: the gold text, or (``source``) the routed one."""
+        if target == "source" and self.label.action is Action.INTERNAL:
+            return self.internal
+        if target == "source" and self.label.action is Action.EXTERNAL and self.label.external_text is not None:
+            return self.label.external_text
+        return self.gold
+
+    def sft_target(self, target: Literal["gold", "source"] = "gold") -> str:
+        """Action token + text (docs/method.md section 3)."""
+        return sft_target(self.label.action, self.target_text(target), task=self.task)
 
 
 class SFTRecord(BaseModel):
@@ -74,40 +99,28 @@ def build_supervision(
             unlabelled += 1
             continue
         gold = (r.reference if r.task == "asr" else r.answer) or ""
-        internal = r.top(r.internal)
-        externals = {o.tool: [h.text for h in o.hypotheses] for o in r.externals if o.ok}
-        audio = (audio_paths or {}).get(r.id, r.audio)
-        items.append(
-            LabelledItem(
-                id=r.id,
-                task=r.task,
-                dataset=r.dataset,
-                speaker=r.speaker,
-                audio=audio,
-                gold=gold,
-                internal=internal,
-                externals=externals,
-                rewrite=r.rewrite_candidate,
-                label=label,
-            )
+        item = LabelledItem(
+            id=r.id,
+            task=r.task,
+            dataset=r.dataset,
+            speaker=r.speaker,
+            audio=(audio_paths or {}).get(r.id, r.audio),
+            question=r.question,
+            choices=r.choices,
+            gold=gold,
+            internal=r.top(r.internal),
+            externals={o.tool: [h.text for h in o.hypotheses] for o in r.externals if o.ok},
+            rewrite=r.rewrite_candidate,
+            label=label,
         )
-        if r.task == "qa":
-            first_external = next(iter(externals.values()), [""])[0] if externals else ""
-            prompt = audioqa_reflection_prompt(r.question or "", r.choices, first_external, internal)
-        else:
-            prompt = asr_reflection_prompt(internal, [h for hyps in externals.values() for h in hyps])
-        text = gold
-        if target == "source" and label.action is Action.INTERNAL:
-            text = internal
-        elif target == "source" and label.action is Action.EXTERNAL and label.external_text is not None:
-            text = label.external_text
+        items.append(item)
         records.append(
             SFTRecord(
                 id=r.id,
                 task=r.task,
-                audio=audio,
-                prompt=prompt,
-                target=sft_target(label.action, text, task=r.task),
+                audio=item.audio,
+                prompt=item.reflection_prompt(),
+                target=item.sft_target(target),
                 action=label.action,
             )
         )
