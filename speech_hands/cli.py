@@ -187,47 +187,183 @@ def _json_line(path: Path, outcome: Any) -> str:
     return json.dumps(data)
 
 
-@app.command()
-def trace(
-    thread_id: str = typer.Argument(..., help="thread id printed by transcribe / demo"),
-    as_json: bool = typer.Option(False, "--json", help="print the whole trace as JSON"),
-    trace_db: str | None = TraceDbOption,
-) -> None:
-    """Show the decision history of one run, read back from the checkpointer (no model is run)."""
+def _trace_graph(trace_db: str | None):
+    """The routing graph's shape over the trace database (no model): enough to read every run back."""
     from speech_hands.agent.speech_hands import open_checkpointer
     from speech_hands.config import AgentConfig
     from speech_hands.graphs.routing import graph_shape
-    from speech_hands.tracing.render import render_trace
-    from speech_hands.tracing.trace import read_trace
 
     db = AgentConfig(trace_db=trace_db).resolved_trace_db()
     if db != ":memory:" and not Path(db).exists():
         raise SpeechHandsError(f"no trace database at {db}; run `speech-hands transcribe` first or pass --trace-db")
-    graph = graph_shape().compile(checkpointer=open_checkpointer(db))
-    decision_trace = read_trace(graph, thread_id)
-    if as_json:
-        print(decision_trace.model_dump_json(indent=2))
-    else:
-        render_trace(decision_trace, console)
+    return graph_shape().compile(checkpointer=open_checkpointer(db)), db
+
+
+ReportOption = typer.Option(
+    None,
+    "--report",
+    help="`eval run` output folder(s) for references and gold actions (default: the trace db's folder)",
+)
+ActionFilter = typer.Option(
+    None, "--action", help="only runs whose final action is this (internal, external, rewrite, skipped)"
+)
+DatasetFilter = typer.Option(None, "--dataset", help="only runs of this dataset (needs a report)")
+WrongFilter = typer.Option(False, "--wrong", help="only runs whose answer is not the reference (needs a report)")
+MismatchFilter = typer.Option(False, "--mismatch", help="only runs whose decision differs from the gold action")
+LowConfidenceFilter = typer.Option(None, "--low-confidence", help="only runs with P(decided action) below this")
+
+
+def _reports(db: str, report: list[Path] | None) -> list[Path]:
+    """The eval report folders to join: the ones given, else the trace db's folder when it is one."""
+    if report:
+        return list(report)
+    folder = Path(db).parent
+    return [folder] if db != ":memory:" and (folder / "results.jsonl").exists() else []
+
+
+def _run_filter(action, dataset, wrong, mismatch, low_confidence, reports: list[Path]):
+    from speech_hands.tracing.runs import RunFilter
+
+    if action is not None and action not in ("internal", "external", "rewrite", "skipped"):
+        raise SpeechHandsError(f"--action must be internal, external, rewrite or skipped, not {action!r}")
+    if (dataset or wrong or mismatch) and not reports:
+        raise SpeechHandsError(
+            "--dataset, --wrong and --mismatch need references: pass --report DIR (an `eval run` output folder)"
+        )
+    return RunFilter(action=action, dataset=dataset, wrong=wrong, mismatch=mismatch, low_confidence=low_confidence)
 
 
 @app.command()
-def threads(limit: int = typer.Option(20, help="how many"), trace_db: str | None = TraceDbOption) -> None:
-    """List the most recent thread ids in the trace database."""
-    from speech_hands.agent.speech_hands import open_checkpointer
-    from speech_hands.config import AgentConfig
+def trace(
+    thread_id: str | None = typer.Argument(
+        None, help="thread id printed by transcribe / demo (or pick runs by filters)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the whole trace as JSON"),
+    diff: bool = typer.Option(
+        False, "--diff", help="the candidates' word diff against the reference (--report) or the internal prediction"
+    ),
+    report: list[Path] | None = ReportOption,
+    action: str | None = ActionFilter,
+    dataset: str | None = DatasetFilter,
+    wrong: bool = WrongFilter,
+    mismatch: bool = MismatchFilter,
+    low_confidence: float | None = LowConfidenceFilter,
+    limit: int = typer.Option(5, help="with filters: at most this many runs, newest first"),
+    trace_db: str | None = TraceDbOption,
+) -> None:
+    """Show the decision history of one run (or of the runs the filters pick), read back from the
+    checkpointer (no model is run)."""
+    from speech_hands.tracing.render import render_diff, render_trace
+    from speech_hands.tracing.runs import load_catalog, load_run
+    from speech_hands.tracing.trace import read_trace
 
-    db = AgentConfig(trace_db=trace_db).resolved_trace_db()
-    if db != ":memory:" and not Path(db).exists():
-        raise SpeechHandsError(f"no trace database at {db}; run `speech-hands transcribe` first or pass --trace-db")
-    saver = open_checkpointer(db)
-    seen: dict[str, None] = {}
-    for item in saver.list(None, limit=limit * 50):
-        seen.setdefault(item.config["configurable"]["thread_id"], None)
-        if len(seen) >= limit:
-            break
-    for thread in seen:
-        console.print(thread)
+    graph, db = _trace_graph(trace_db)
+    reports = _reports(db, report)
+    run_filter = _run_filter(action, dataset, wrong, mismatch, low_confidence, reports)
+    if thread_id is not None and run_filter.active:
+        raise SpeechHandsError("give a THREAD id or filters, not both")
+    if thread_id is None and not run_filter.active:
+        raise SpeechHandsError("give a THREAD id (see `speech-hands threads`) or a filter such as --action rewrite")
+    if thread_id is not None:
+        threads_ = [thread_id]
+    else:
+        catalog = load_catalog(graph, trace_db=db, reports=reports)
+        threads_ = [r.thread_id for r in catalog.select(run_filter)][:limit]
+        if not threads_:
+            err_console.print("[yellow]no run matches the filters[/yellow]")
+            return
+    traces = [read_trace(graph, t) for t in threads_]
+    if as_json:
+        if thread_id is not None:
+            print(traces[0].model_dump_json(indent=2))
+        else:
+            print(json.dumps([t.model_dump(mode="json") for t in traces], indent=2))
+        return
+    for decision_trace in traces:
+        render_trace(decision_trace, console)
+        if diff:
+            render_diff(load_run(graph, decision_trace.thread_id, reports=reports), console)
+
+
+@app.command()
+def threads(
+    limit: int = typer.Option(20, help="how many"),
+    report: list[Path] | None = ReportOption,
+    action: str | None = ActionFilter,
+    dataset: str | None = DatasetFilter,
+    wrong: bool = WrongFilter,
+    mismatch: bool = MismatchFilter,
+    low_confidence: float | None = LowConfidenceFilter,
+    trace_db: str | None = TraceDbOption,
+) -> None:
+    """List the most recent thread ids in the trace database; with filters (or --report), a table of
+    the matching runs: item, action, P(decision), gold action, WER."""
+    from speech_hands.tracing.runs import list_threads, load_catalog
+
+    graph, db = _trace_graph(trace_db)
+    reports = _reports(db, report)
+    run_filter = _run_filter(action, dataset, wrong, mismatch, low_confidence, reports)
+    if not run_filter.active and not report:
+        for thread in list_threads(graph, limit):
+            console.print(thread)
+        return
+    from speech_hands.tracing.render import runs_table
+
+    catalog = load_catalog(graph, trace_db=db, reports=reports)
+    runs = catalog.select(run_filter)
+    console.print(runs_table(runs[:limit], f"{len(runs)} of {len(catalog.runs)} runs match"))
+
+
+@app.command()
+def ui(
+    report: list[Path] | None = ReportOption,
+    host: str = typer.Option("127.0.0.1", help="address to bind (default: this machine only)"),
+    port: int = typer.Option(8765, help="port (0: any free port)"),
+    limit: int | None = typer.Option(None, help="only the most recent N runs"),
+    trace_db: str | None = TraceDbOption,
+) -> None:
+    """Serve the trace viewer on localhost: every run with filters, candidates and word diffs, the
+    action probabilities, votes, rewrites, the route through the graph and per-node latency, and the
+    audio (only files the traces reference). Reload the page for new runs; Ctrl-C stops it."""
+    from speech_hands.tracing.runs import load_catalog
+    from speech_hands.tracing.server import ViewerServer
+
+    graph, db = _trace_graph(trace_db)
+    reports = _reports(db, report)
+    load_catalog(graph, trace_db=db, reports=reports, limit=limit)  # fail here, not on the first request
+    try:
+        server = ViewerServer(
+            lambda: load_catalog(graph, trace_db=db, reports=reports, limit=limit), host=host, port=port
+        )
+    except OSError as exc:
+        raise SpeechHandsError(
+            f"cannot listen on {host}:{port} ({exc}); pick another --port (0: any free one)"
+        ) from exc
+    console.print(f"trace viewer: [bold]{server.url}[/bold]  (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        server.stop()
+
+
+@app.command("export-html")
+def export_html(
+    out: Path = typer.Option(..., "--out", help="the HTML file to write"),
+    report: list[Path] | None = ReportOption,
+    limit: int | None = typer.Option(None, help="only the most recent N runs"),
+    trace_db: str | None = TraceDbOption,
+) -> None:
+    """Write the trace viewer as one self-contained HTML page (no network access; audio is linked by
+    file:// path, not copied)."""
+    from speech_hands.tracing.runs import load_catalog
+    from speech_hands.tracing.viewer import write_page
+
+    graph, db = _trace_graph(trace_db)
+    catalog = load_catalog(graph, trace_db=db, reports=_reports(db, report), limit=limit)
+    write_page(catalog, out)
+    console.print(f"wrote {out} ({len(catalog.runs)} runs)")
 
 
 @app.command()

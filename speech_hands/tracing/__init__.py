@@ -1,2 +1,4 @@
-"""Reading a run back from the checkpointer as a decision trace (``trace``) and showing it in the
-terminal (``render``): why an input was routed the way it was, without re-running anything."""
+"""Reading a run back from the checkpointer as a decision trace (``trace``), showing it in the
+terminal (``render``), and the trace viewer: every run as a flat record joined with its ``eval run``
+report (``runs``, with word diffs from ``diff``), one self-contained HTML page over them (``viewer``)
+and that page served on localhost (``server``); without re-running anything."""

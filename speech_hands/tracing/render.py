@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from speech_hands.tracing.diff import WordDiff
+from speech_hands.tracing.runs import RunView
 from speech_hands.tracing.trace import DecisionTrace
 from speech_hands.types import Action, AgentResult, Reflection
 
@@ -121,3 +124,89 @@ def render_trace(trace: DecisionTrace, console: Console) -> None:
         render_result(trace.result, console)
     else:
         console.print("[yellow]this run did not finish[/yellow]")
+
+
+def diff_text(diff: WordDiff | None, fallback: str = "") -> Text:
+    """A word diff as styled text: deleted reference words struck out in red, inserted or substituted
+    candidate words in green (the brackets keep it readable without colour)."""
+    if diff is None:
+        return Text(fallback)
+    out = Text()
+    for i, op in enumerate(diff.ops):
+        if i:
+            out.append(" ")
+        ref, hyp = " ".join(op.ref), " ".join(op.hyp)
+        if op.op == "equal":
+            out.append(ref)
+        elif op.op == "substitute":
+            out.append(f"[-{ref}-]", style="red strike")
+            out.append(f"{{+{hyp}+}}", style="bold green")
+        elif op.op == "delete":
+            out.append(f"[-{ref}-]", style="red strike")
+        else:
+            out.append(f"{{+{hyp}+}}", style="bold green")
+    return out if diff.ops else Text("(empty)", style="dim")
+
+
+def render_diff(run: RunView, console: Console) -> None:
+    """Every candidate's word-level diff against the reference (or, with none known, the internal prediction)."""
+    if run.diff_against is None:
+        console.print("[yellow]no reference and no internal prediction to diff against[/yellow]")
+        return
+    against = "the reference" if run.diff_against == "reference" else "the internal prediction (no reference known)"
+    table = Table(title=f"Word diff against {against}  ([-deleted-] {{+inserted+}})")
+    for column in ("tool", "rank", "errors", "diff"):
+        table.add_column(column, overflow="fold")
+    if run.reference is not None:
+        table.add_row("reference", "", "", Text(run.reference, style="dim"))
+    for output in run.candidates:
+        if output.error is not None:
+            table.add_row(output.tool, "-", "", Text(f"failed: {output.error}", style="red"))
+        for hyp in output.hypotheses:
+            errors = f"{hyp.diff.errors} ({100 * hyp.diff.wer:.1f}%)" if hyp.diff else ""
+            table.add_row(output.tool, str(hyp.rank), errors, diff_text(hyp.diff, hyp.text))
+    for rewrite in run.rewrites:
+        diff = WordDiff.model_validate(rewrite["diff"]) if rewrite.get("diff") else None
+        errors = f"{diff.errors} ({100 * diff.wer:.1f}%)" if diff else ""
+        table.add_row(f"rewrite #{rewrite['round']}", "", errors, diff_text(diff, rewrite["text"]))
+    if run.answer_diff is not None:
+        d = run.answer_diff
+        table.add_row("answer", "", f"{d.errors} ({100 * d.wer:.1f}%)", diff_text(d, run.answer), style="bold")
+    console.print(table)
+
+
+def runs_table(runs: list[RunView], title: str) -> Table:
+    """One row per run: thread, item (and dataset when several), final action (and the first decision
+    when it differs), P(decision), then, when some run has them, the gold action, the WER (right /
+    wrong for audio QA) and the failed tools."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("thread", no_wrap=True)  # whole, to copy into `speech-hands trace`
+    datasets = len({r.dataset for r in runs}) > 1
+    rows: list[dict[str, Text | str]] = []
+    for run in runs:
+        item = Text(run.item_id)
+        if datasets and run.dataset:
+            item.append(f" ({run.dataset})", style="dim")
+        action = Text(run.action or "skipped", style=_ACTION_STYLE.get(Action(run.action)) if run.action else "yellow")
+        if run.decision and run.decision != run.action:
+            action.append(f" (first {run.decision})", style="dim")
+        wer = f"{100 * run.answer_diff.wer:.1f}%" if run.answer_diff else ""
+        if not wer and run.wrong is not None:
+            wer = "wrong" if run.wrong else "right"
+        rows.append(
+            {
+                "thread": run.thread_id,
+                "item": item,
+                "action": action,
+                "P": f"{run.confidence:.2f}" if run.confidence is not None else "",
+                "gold": Text(run.gold_action or "", style="red" if run.mismatch else ""),
+                "WER": wer,
+                "failed": ", ".join(run.failed_tools),
+            }
+        )
+    columns = ["item", "action", "P"] + [c for c in ("gold", "WER", "failed") if any(str(r[c]) for r in rows)]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["thread"], *(row[c] for c in columns))
+    return table
