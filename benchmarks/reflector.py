@@ -1,4 +1,4 @@
-"""Cost of the learned reflector, and the default agent's real-time factor next to Whisper base alone.
+"""Cost of the full learned reflector's scoring pass, and the full agent's real-time factor next to base alone.
 
 On the LibriSpeech dev utterances (or ``--limit N`` of them):
 
@@ -8,8 +8,9 @@ On the LibriSpeech dev utterances (or ``--limit N`` of them):
    models, on encoder states perception already computed (shared by the
    policy and the rewrite; paid once per utterance, before the decision);
 3. **real-time factor** (seconds of compute per second of audio): faster-whisper base alone
-   (``FasterWhisperASR.transcribe``, 5-best) vs the default agent (``SpeechHands.default()``: base and
-   tiny.en in parallel, scoring, learned reflector, routing, SQLite checkpoints).
+   (``FasterWhisperASR.transcribe``, 5-best) vs the full agent (``SpeechHands.default(reflector="full")``:
+   base and tiny.en in parallel, scoring, learned reflector, routing, SQLite checkpoints; the default
+   until the fast artifact). ``benchmarks/cost.py`` compares every configuration, the default included.
 
 WER here is in-sample for the shipped artifact (it was trained on these utterances); the honest
 number is the leave-one-speaker-out CV in the artifact / docs/reflector.md.
@@ -65,7 +66,7 @@ def main() -> None:
     base_s = time.perf_counter() - started
 
     with tempfile.TemporaryDirectory() as tmp:
-        agent = SpeechHands.default(trace_db=str(Path(tmp) / "t.sqlite"))
+        agent = SpeechHands.default(reflector="full", trace_db=str(Path(tmp) / "t.sqlite"))
         agent.invoke(audios[0])  # load + warm up every model
         policy, rewriter = agent.omni.policy, agent.omni.rewriter
         rewriter._cache.clear()
@@ -74,7 +75,7 @@ def main() -> None:
             scorer.asr.encoder_cache.clear()
         started = time.perf_counter()
         results = []
-        for audio in track(audios, description="default agent", console=console):
+        for audio in track(audios, description="full agent", console=console):
             results.append(agent.invoke(audio))
         agent_s = time.perf_counter() - started
 
@@ -135,7 +136,7 @@ utterances ({audio_s:.1f} s of audio), faster-whisper int8, 5-best, artifact
 | run | wall (s) | real-time factor (s per s of audio) |
 |---|---|---|
 | faster-whisper base alone (5-best) | {base_s:.2f} | {base_s / audio_s:.4f} |
-| default agent (`SpeechHands.default()`, learned reflector + rescoring rewrite) | {agent_s:.2f} | {agent_s / audio_s:.4f} |
+| full agent (`SpeechHands.default(reflector="full")`, learned reflector + rescoring rewrite) | {agent_s:.2f} | {agent_s / audio_s:.4f} |
 
 Agent / base wall time: {agent_s / base_s:.2f}x. WER (Whisper English normaliser) in this run: base
 {100 * wer_base:.2f} %, agent {100 * wer_agent:.2f} % (in-sample: the artifact was trained on these

@@ -26,9 +26,12 @@ constructor (its docstring lists them)::
 
 Backend kinds (:data:`REGISTRY`): omni ``qwen-omni``, ``openai-server``, ``chat-llm`` and ``embedded``
 (the last two need a ``predictor`` table: the first pass comes from another model; ``embedded`` takes
-``reflector = "shipped"`` or an artifact path for the learned reflector, ``"auto"`` for the shipped one
-when it fits the models (else the confidence baseline, with a warning), and none for the baseline); ASR ``nemo``,
-``openai-whisper``, ``faster-whisper``, ``openai-transcription``; caption / audio-QA
+``reflector = "shipped"`` (the fast artifact), ``"full"`` (the scoring-pass one) or an artifact path
+for the learned reflector, a ``speech-hands finetune`` checkpoint folder for the fine-tuned
+action-token Whisper (it must match the predictor's size), ``gate = 3`` skips the full artifact's
+scoring pass when the tools agree (docs/reflector.md, "Cost"), ``"auto"`` for the shipped one when it
+fits the models (else the confidence baseline, with a warning), and none for the baseline); ASR
+``nemo``, ``openai-whisper``, ``faster-whisper``, ``openai-transcription``; caption / audio-QA
 ``audio-flamingo-3``. A relative ``model`` path (``./x``, ``../x``) is taken relative to the config file.
 
 Errors a user can act on are :class:`~speech_hands.errors.ConfigurationError` naming the fix: an
@@ -232,20 +235,29 @@ def _composed(
         from speech_hands.reflection.rewrite import AlignmentVotingRewriter
 
         reflector = options.pop("reflector", None)
+        gate = options.pop("gate", None)  # the full artifact: skip its scoring pass when the tools agree
+        if gate is not None and reflector is None:
+            raise ConfigurationError("kind 'embedded': 'gate' needs a learned reflector (reflector = \"full\")")
         if reflector is not None:  # the learned reflector and its rescoring rewrite, as SpeechHands.default()
             if "policy" in options or "rewriter" in options:
                 raise ConfigurationError("kind 'embedded': give either reflector or policy / rewriter, not both")
+            from speech_hands.backends.action_whisper import ActionWhisperReflector, is_checkpoint_dir
             from speech_hands.reflection.learned.policy import build_learned
 
-            artifact = None if reflector in ("shipped", "auto", True) else reflector
+            # "auto" / "shipped": the default agent's artifact (the fast one: no scoring pass); "full": the
+            # scoring-pass artifact (docs/reflector.md, "Cost")
+            artifact = "fast" if reflector in ("shipped", "auto", True) else reflector
             asr_tools = [e for e in externals if hasattr(e, "transcribe")]
-            try:
-                policy, rewriter = build_learned(predictor, asr_tools, artifact=artifact)
-            except ConfigurationError as exc:
-                if reflector != "auto":
-                    raise
-                log.warning("learned reflector unavailable (%s); using the confidence baseline", exc)
-                policy, rewriter = ConfidencePolicy(), AlignmentVotingRewriter()
+            if artifact is not None and is_checkpoint_dir(artifact):  # a `speech-hands finetune` checkpoint
+                policy = rewriter = ActionWhisperReflector(artifact, internal=predictor)
+            else:
+                try:
+                    policy, rewriter = build_learned(predictor, asr_tools, artifact=artifact, gate=gate)
+                except ConfigurationError as exc:
+                    if reflector != "auto":
+                        raise
+                    log.warning("learned reflector unavailable (%s); using the confidence baseline", exc)
+                    policy, rewriter = ConfidencePolicy(), AlignmentVotingRewriter()
         else:
             policy = ConfidencePolicy(**options.pop("policy", {}))
             rewriter = AlignmentVotingRewriter(**options.pop("rewriter", {}))
@@ -360,7 +372,9 @@ def default_config(
     """:data:`DEFAULT_CONFIG` with the usual overrides applied.
 
     ``policy="learned"``: the shipped reflector when it fits the models (else the confidence
-    baseline, with a warning), or the artifact at ``reflector`` (which must fit). ``"confidence"``:
+    baseline, with a warning), or the artifact at ``reflector`` (which must fit); a ``reflector``
+    folder written by ``speech-hands finetune`` is the fine-tuned action-token Whisper, which must
+    be of the internal model's size. ``"confidence"``:
     the hand-set baseline with the alignment-vote rewrite. ``agent`` holds AgentConfig fields."""
     if policy not in POLICIES:
         raise ConfigurationError(f"unknown policy {policy!r}; choose 'learned' or 'confidence'")

@@ -10,7 +10,8 @@ wrong and what to do. The documented behaviours:
 - missing path, a directory, an empty (0-byte) file, a file FFmpeg cannot decode (corrupt or not
   audio), or a file that decodes to zero samples: ``AudioError``.
 - longer than ``max_duration_s`` (default 1 hour): ``AudioError`` before decoding the whole file.
-  Audio longer than one 30 s Whisper window is chunked by the Whisper backend.
+  Speech longer than one 30 s Whisper window is routed segment by segment
+  (:mod:`speech_hands.graphs.segments`); the samples take 0.23 GB per hour of audio.
 - samples that are NaN or infinite (float WAV files can hold them): ``AudioError``.
 - audio in which voice-activity detection finds no speech (:func:`speech_seconds`: rain, a dog bark,
   a DC offset, a clip too short for a word): loads fine; a speech-recognition agent then answers
@@ -20,7 +21,9 @@ wrong and what to do. The documented behaviours:
   to hallucinate text on silence, so nothing is better than something here).
 
 Raw samples never enter graph state: :class:`AudioStore` caches them by sha256, and reloads from the
-file when a cache misses (e.g. a trace resumed in another process).
+file when a cache misses (e.g. a trace resumed in another process). A segment of a long input
+(:func:`audio_segment`) is a view into the whole input's samples: the store serves it by slicing the
+whole input, so routing a long file segment by segment holds its samples once.
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ class AudioInput:
 
 #: Longest input accepted by default (seconds). Override per call or with ``SpeechHands(max_audio_s=...)``.
 MAX_DURATION_S = 3600.0
+#: Speech recognition input longer than this (one Whisper window, seconds) is routed segment by segment.
+SEGMENTED_OVER_S = 30.0
+#: The longest segment such input is cut into by default (seconds; chosen by measurement, see
+#: :mod:`speech_hands.backends.windows`).
+SEGMENT_S = 20.0
 #: Peak amplitude (full scale = 1.0) under which a file counts as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
 
@@ -101,7 +109,13 @@ def sha256_array(samples: np.ndarray) -> str:
 
 
 def is_silent(samples: np.ndarray, peak: float = SILENCE_PEAK) -> bool:
-    return samples.size == 0 or float(np.max(np.abs(samples))) < peak
+    # max and -min rather than max(abs): no temporary copy of an hour of samples
+    return samples.size == 0 or max(float(samples.max()), -float(samples.min())) < peak
+
+
+def _all_finite(samples: np.ndarray) -> bool:
+    """No NaN or infinite sample; one float64 sum (NaN / Inf propagate) instead of a mask of every sample."""
+    return bool(np.isfinite(samples.sum(dtype=np.float64))) or bool(np.all(np.isfinite(samples)))
 
 
 def _probe(path: Path) -> tuple[int | None, int | None, float | None]:
@@ -197,12 +211,13 @@ def load_audio(
     if duration is not None and duration > max_duration_s:
         raise AudioError(
             f"{path} lasts {duration:.0f} s, over the limit of {max_duration_s:.0f} s; split it, or raise "
-            "max_audio_s if you have the memory and time (long audio is chunked into 30 s windows)."
+            "max_audio_s if you have the memory and time (long audio is routed in segments of at most 20 s; its "
+            "samples take 0.23 GB per hour)."
         )
     samples = _decode(path)
     if samples.size == 0:
         raise AudioError(f"{path} decodes to no audio samples (empty recording)")
-    if not np.all(np.isfinite(samples)):  # float WAVs can hold NaN / Inf; models turn them into garbage text
+    if not _all_finite(samples):  # float WAVs can hold NaN / Inf; models turn them into garbage text
         bad = int(np.count_nonzero(~np.isfinite(samples)))
         raise AudioError(
             f"{path} holds {bad} NaN or infinite sample(s) (a broken float recording); fix or re-export the file"
@@ -229,7 +244,7 @@ def audio_from_array(
     data = resample_array(samples, sample_rate)
     if data.size == 0:
         raise AudioError("the audio array is empty")
-    if not np.all(np.isfinite(data)):
+    if not _all_finite(data):
         raise AudioError("the audio array holds NaN or infinite values")
     duration = data.size / SAMPLE_RATE
     if duration > max_duration_s:
@@ -246,33 +261,75 @@ def audio_from_array(
     return AudioInput(ref=ref, samples=data)
 
 
+def audio_segment(audio: AudioInput, start: int, end: int, index: int) -> AudioInput:
+    """Samples ``[start, end)`` of ``audio`` as an input of their own: a view (no copy), with a reference
+    that says where it lies in the whole input (``AudioRef.start_s`` / ``end_s`` / ``source_sha256``)
+    and the segment's own sha256 (caches keyed by it tell segments apart)."""
+    samples = audio.require_samples()[start:end]
+    whole = audio.ref
+    ref = AudioRef(
+        id=f"{whole.id}#{index}",
+        path=whole.path,
+        sha256=sha256_array(samples),
+        duration_s=round(samples.size / SAMPLE_RATE, 4),
+        sample_rate=whole.sample_rate,
+        channels=whole.channels,
+        silent=is_silent(samples),
+        start_s=start / SAMPLE_RATE,
+        end_s=end / SAMPLE_RATE,
+        source_sha256=whole.sha256 or sha256_array(audio.require_samples()),
+    )
+    return AudioInput(ref=ref, samples=samples)
+
+
 def virtual_audio(utterance_id: str) -> AudioInput:
     """A reference with no audio, for routing over recorded tool outputs (replay)."""
     return AudioInput(ref=AudioRef(id=utterance_id), samples=None)
 
 
-class AudioStore:
-    """Thread-safe LRU cache of decoded audio keyed by sha256 (the only place raw samples live)."""
+#: Decoded audio the store keeps at most (bytes; 512 MiB is about 2.3 hours at 16 kHz), besides the
+#: latest input, so a batch of long files does not pile up in memory.
+STORE_MAX_BYTES = 512 * 1024 * 1024
 
-    def __init__(self, max_items: int = 64, max_duration_s: float = MAX_DURATION_S) -> None:
+
+class AudioStore:
+    """Thread-safe LRU cache of decoded audio keyed by sha256 (the only place raw samples live).
+
+    It keeps at most ``max_items`` inputs and ``max_bytes`` of samples (the latest input always
+    stays). Segments of a long input are never stored: :meth:`get` slices them from the whole input."""
+
+    def __init__(
+        self, max_items: int = 64, max_duration_s: float = MAX_DURATION_S, max_bytes: int = STORE_MAX_BYTES
+    ) -> None:
         self._items: OrderedDict[str, AudioInput] = OrderedDict()
         self._lock = threading.Lock()
         self.max_items = max_items
         self.max_duration_s = max_duration_s
+        self.max_bytes = max_bytes
+
+    def _bytes(self) -> int:
+        return sum(a.samples.nbytes for a in self._items.values() if a.samples is not None)
 
     def put(self, audio: AudioInput) -> AudioRef:
-        if audio.ref.sha256 is not None:
+        if audio.ref.sha256 is not None and not audio.ref.is_segment:
             with self._lock:
                 self._items[audio.ref.sha256] = audio
                 self._items.move_to_end(audio.ref.sha256)
-                while len(self._items) > self.max_items:
+                while len(self._items) > self.max_items or (len(self._items) > 1 and self._bytes() > self.max_bytes):
                     self._items.popitem(last=False)
         return audio.ref
 
     def get(self, ref: AudioRef) -> AudioInput:
-        """The decoded audio for ``ref``; reloads from ``ref.path`` when not cached."""
+        """The decoded audio for ``ref``; reloads from ``ref.path`` when not cached. A segment is cut from
+        the whole input (itself cached or reloaded)."""
         if ref.sha256 is None:
             return AudioInput(ref=ref, samples=None)
+        if ref.is_segment:
+            whole = self.get(AudioRef(id=ref.id, path=ref.path, sha256=ref.source_sha256))
+            start = round((ref.start_s or 0.0) * SAMPLE_RATE)
+            end = round(ref.end_s * SAMPLE_RATE) if ref.end_s is not None else None
+            samples = whole.samples[start:end] if whole.samples is not None else None
+            return AudioInput(ref=ref, samples=samples)
         with self._lock:
             hit = self._items.get(ref.sha256)
             if hit is not None:

@@ -95,6 +95,15 @@ def _result_table(rows: list[tuple[str, Any]]) -> Table:
 def transcribe(
     files: list[Path] = typer.Argument(..., help="audio files (any format FFmpeg reads)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON result per line instead of a table"),
+    output_format: str = typer.Option(
+        "table",
+        "--format",
+        "-f",
+        help="table; json (one result per line); txt, srt or vtt (the answer, or subtitles with one cue per segment)",
+    ),
+    output_dir: Path | None = typer.Option(
+        None, "--output-dir", "-o", help="write one FILE-STEM.txt/.json/.srt/.vtt per input here instead of stdout"
+    ),
     n_best: int = typer.Option(5, help="hypotheses per ASR tool"),
     k_samples: int = typer.Option(1, "--k", help="reflection draws; >1 turns on majority voting"),
     max_rewrites: int = typer.Option(1, help="bound of the rewrite loop"),
@@ -105,7 +114,10 @@ def transcribe(
         "learned", help="reflection policy: learned (trained reflector) or confidence (hand-set baseline)"
     ),
     reflector: Path | None = typer.Option(
-        None, help="reflector artifact from `speech-hands train-reflector --out` (default: the shipped one)"
+        None,
+        help="reflector: full (the shipped one with the scoring pass; default: the shipped fast one), an artifact "
+        "from `speech-hands train-reflector --out`, or a checkpoint folder from `speech-hands finetune` (the "
+        "action-token Whisper)",
     ),
     trace_db: str | None = TraceDbOption,
 ) -> None:
@@ -113,7 +125,19 @@ def transcribe(
 
     Exit status: 0 when every file was answered; 1 when some file got no answer (its audio could not be
     read, or every tool failed on it); 2 when nothing could run (a single bad file, a bad option or
-    model), with one ``error:`` line."""
+    model), with one ``error:`` line.
+
+    Long audio (over 30 s) is routed segment by segment; ``--format srt`` / ``vtt`` write one cue per
+    segment, ``txt`` the stitched answer."""
+    from speech_hands.formats import FORMATS
+
+    fmt = "json" if as_json else output_format
+    if fmt not in ("table", *FORMATS):
+        raise SpeechHandsError(f"--format must be table, {', '.join(FORMATS)}; not {fmt!r}")
+    if output_dir is not None and fmt == "table":
+        raise SpeechHandsError("--output-dir writes documents: give --format txt, json, srt or vtt")
+    if fmt in ("txt", "srt", "vtt") and len(files) > 1 and output_dir is None:
+        raise SpeechHandsError(f"--format {fmt} with several files needs --output-dir DIR (one document per file)")
     unreadable = _unreadable_inputs(files) if replay is None else {}
     if len(unreadable) == len(files):
         raise SpeechHandsError("; ".join(unreadable.values()))
@@ -137,7 +161,9 @@ def transcribe(
         def done(i: int, outcome: Any) -> None:
             rows[i] = (str(files[i]), outcome)
             progress.advance(task)
-            if as_json:
+            if output_dir is not None:
+                _write_document(output_dir, files[i], outcome, fmt)
+            elif fmt == "json":
                 print(_json_line(files[i], outcome), flush=True)
 
         agent.batch(
@@ -149,13 +175,28 @@ def transcribe(
     agent.close()
     if len(files) == 1 and isinstance(rows[0][1], SpeechHandsError):
         raise rows[0][1]  # one file that cannot be read: the one-line error, status 2
-    if not as_json:
+    if fmt == "table":
         console.print(_result_table(rows))
         console.print("[dim]Inspect a decision: speech-hands trace THREAD[/dim]")
+    elif fmt != "json" and output_dir is None and not isinstance(rows[0][1], BaseException):
+        from speech_hands.formats import render
+
+        sys.stdout.write(render(rows[0][1], fmt))
     unanswered = [name for name, outcome in rows if _unanswered(outcome)]
     if unanswered:
         err_console.print(f"[red]{len(unanswered)} of {len(rows)} file(s) failed (no answer)[/red]")
         raise typer.Exit(code=1)
+
+
+def _write_document(folder: Path, path: Path, outcome: Any, fmt: str) -> None:
+    """``folder/<stem>.<fmt>`` for an answered file; a failed one is reported on stderr."""
+    from speech_hands.formats import SUFFIXES, render
+
+    if isinstance(outcome, BaseException):
+        err_console.print(f"[red]{escape(str(path))}: {escape(f'{type(outcome).__name__}: {outcome}')}[/red]")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{path.stem}{SUFFIXES[fmt]}").write_text(render(outcome, fmt), encoding="utf-8")
 
 
 def _unreadable_inputs(files: list[Path]) -> dict[Path, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from speech_hands.audio import MAX_DURATION_S
+from speech_hands.audio import MAX_DURATION_S, SEGMENT_S
 
 MEMORY = ":memory:"
 
@@ -36,6 +36,16 @@ class AgentConfig(BaseModel):
     tool_timeout_s: float | None = Field(default=300.0, gt=0, description="per-tool time limit (None: none)")
     seed: int = Field(default=0, description="seed for majority-sampling draws")
     max_audio_s: float = Field(default=MAX_DURATION_S, gt=0, description="longest accepted input, seconds")
+    max_segment_s: float = Field(
+        default=SEGMENT_S,
+        ge=5.0,
+        le=30.0,
+        description="speech recognition over 30 s: the longest segment long audio is cut into (each is routed on "
+        "its own); 30 s or less is routed whole",
+    )
+    segment_concurrency: int = Field(
+        default=1, ge=1, le=16, description="segments of long audio routed at the same time (memory grows with it)"
+    )
     trace_db: str | None = Field(
         default=None, description="SQLite file for traces; ':memory:' keeps them in memory; None: default path"
     )

@@ -8,9 +8,9 @@ user gets, JSON on the CLI) is one of these pydantic models. Graph state itself 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 __all__ = [
     "ACTION_TOKENS",
@@ -21,6 +21,7 @@ __all__ = [
     "NodeTiming",
     "Reflection",
     "RewriteRecord",
+    "Segment",
     "ToolError",
     "ToolKind",
     "ToolOutput",
@@ -72,6 +73,12 @@ class AudioRef(_Frozen):
     ``path`` is ``None`` for a *virtual* reference: routing over recorded tool outputs (replay) where
     no audio exists, as in the paper's scripts. ``id`` is what replay backends key on (the file stem by
     default).
+
+    A *segment* of a long input (long audio is routed segment by segment) sets ``start_s`` / ``end_s``
+    (where it lies in the whole input) and ``source_sha256`` (the whole input's ``sha256``);
+    ``sha256`` is then that of the segment's samples, and ``path`` the whole input's file. The three
+    fields are left out of the serialised form when unset, so references to whole inputs (and the
+    traces that hold them) read as they always did.
     """
 
     id: str
@@ -81,10 +88,28 @@ class AudioRef(_Frozen):
     sample_rate: int | None = Field(default=None, description="sample rate of the file as stored")
     channels: int | None = None
     silent: bool = False
+    start_s: float | None = Field(default=None, ge=0.0, description="a segment: its start in the whole input, s")
+    end_s: float | None = Field(default=None, ge=0.0, description="a segment: its end in the whole input, s")
+    source_sha256: str | None = Field(default=None, description="a segment: the whole input's sha256")
 
     @property
     def is_virtual(self) -> bool:
         return self.path is None
+
+    @property
+    def is_segment(self) -> bool:
+        return self.source_sha256 is not None
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_segment(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        for key in _SEGMENT_FIELDS:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+
+_SEGMENT_FIELDS = ("start_s", "end_s", "source_sha256")
 
 
 class Hypothesis(_Frozen):
@@ -200,6 +225,38 @@ class CandidateViews:
         return [c for c in self.candidates if c.error is not None]
 
 
+class Segment(CandidateViews, _Frozen):
+    """One stretch of the input with its own answer (faster-whisper style: ``start``, ``end``, ``text``).
+
+    Long audio is cut into segments that are each routed on their own: every tool's candidates, the
+    first-token decision and its probabilities, the rewrite. ``checkpoint_ns`` says where the
+    segment's routing run is stored in the thread (None: the thread's own run, an input that was not
+    cut). An input that was not cut is one segment covering it."""
+
+    index: int = Field(ge=0)
+    start: float = Field(ge=0.0, description="seconds from the start of the input")
+    end: float = Field(ge=0.0, description="seconds from the start of the input")
+    text: str
+    action: Action | None = Field(description="where the text came from; None when the segment was skipped")
+    reflection: Reflection | None = Field(default=None, description="the first-token decision (round 0)")
+    candidates: list[ToolOutput] = Field(default_factory=list)
+    rewrites: list[RewriteRecord] = Field(default_factory=list)
+    skipped_reason: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    timings: list[NodeTiming] = Field(default_factory=list)
+    elapsed_s: float = Field(default=0.0, description="wall time of the segment's routing run")
+    checkpoint_ns: str | None = None
+
+    @property
+    def probs(self) -> dict[Action, float] | None:
+        """P(internal), P(external), P(rewrite) of the segment's first decision."""
+        return self.reflection.probs if self.reflection is not None else None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
 class AgentResult(CandidateViews, BaseModel):
     """What :meth:`speech_hands.SpeechHands.invoke` returns: the answer and why it was chosen."""
 
@@ -221,6 +278,11 @@ class AgentResult(CandidateViews, BaseModel):
     timings: list[NodeTiming] = Field(default_factory=list)
     skipped_reason: str | None = None
     notes: list[str] = Field(default_factory=list)
+    segments: list[Segment] = Field(
+        default_factory=list,
+        description="the answer by stretch of audio, in order, with timestamps: one segment covering the input, "
+        "or, for long audio routed segment by segment, every segment's own candidates, decision and text",
+    )
     thread_id: str
     checkpoint_id: str | None = None
 

@@ -17,7 +17,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "speech_hands"
 
 #: Lowest first. A module belongs to the longest prefix listed.
 LAYERS: list[tuple[str, ...]] = [
-    ("speech_hands.errors", "speech_hands.types", "speech_hands.text", "speech_hands.jsonl", "speech_hands.progress"),
+    (
+        "speech_hands.errors",
+        "speech_hands.types",
+        "speech_hands.text",
+        "speech_hands.jsonl",
+        "speech_hands.progress",
+        "speech_hands.formats",
+    ),
     ("speech_hands.audio", "speech_hands.prompts", "speech_hands.metrics", "speech_hands.config"),
     ("speech_hands.reflection.base", "speech_hands.reflection.decision", "speech_hands.reflection.action_tokens"),
     ("speech_hands.backends",),

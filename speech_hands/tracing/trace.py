@@ -4,6 +4,11 @@ The checkpointer stores a snapshot after every super-step. Walking ``get_state_h
 and listing the tasks each step ran (with what they wrote) gives the route that was taken and why:
 which tools answered (or failed), the action probabilities of every draw, the vote, the rewrites.
 No model is re-run.
+
+A long input routed segment by segment (:mod:`speech_hands.graphs.segments`) leaves the segmenting
+graph's steps in the thread, and each segment's routing run under the namespace recorded in its
+result: the trace then holds the outer steps and one :class:`SegmentTrace` per segment (its span,
+action and steps).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field
 
 from speech_hands.errors import SpeechHandsError
+from speech_hands.graphs.segments import is_segmented_thread, segmented_result_from_state, segmented_shape
 from speech_hands.graphs.state import result_from_state
-from speech_hands.types import AgentResult
+from speech_hands.types import Action, AgentResult
 
 
 class TraceStep(BaseModel):
@@ -28,10 +34,28 @@ class TraceStep(BaseModel):
     writes: list[dict[str, Any]] = Field(default_factory=list, description="per task: node name and its update")
 
 
+class SegmentTrace(BaseModel):
+    """One segment of a long input: its span, its action, and its routing run step by step."""
+
+    index: int
+    start: float
+    end: float
+    action: Action | None = None
+    checkpoint_ns: str | None = None
+    steps: list[TraceStep] = Field(default_factory=list)
+
+    @property
+    def route(self) -> list[str]:
+        return [node for step in self.steps for node in step.nodes]
+
+
 class DecisionTrace(BaseModel):
     thread_id: str
     steps: list[TraceStep]
     result: AgentResult | None = Field(default=None, description="None if the run did not finish")
+    segments: list[SegmentTrace] = Field(
+        default_factory=list, description="long input routed segment by segment: every segment's run"
+    )
 
     @property
     def route(self) -> list[str]:
@@ -39,10 +63,42 @@ class DecisionTrace(BaseModel):
         return [node for step in self.steps for node in step.nodes]
 
 
-def read_trace(graph: CompiledStateGraph, thread_id: str) -> DecisionTrace:
+def read_trace(
+    graph: CompiledStateGraph, thread_id: str, *, segmented: CompiledStateGraph | None = None
+) -> DecisionTrace:
     """The decision trace of the LATEST run on ``thread_id`` (a thread reused for several runs keeps
-    all of them in its history; this returns the last one)."""
+    all of them in its history; this returns the last one). ``graph`` is the routing graph (or its
+    shape) over the checkpointer; a thread of the segmenting graph is read with ``segmented`` (default:
+    its shape over the same checkpointer), each segment's run with ``graph``."""
     config = {"configurable": {"thread_id": thread_id}}
+    if graph.checkpointer is not None and is_segmented_thread(graph.checkpointer, thread_id):
+        outer = segmented or segmented_shape().compile(checkpointer=graph.checkpointer)
+        trace = _read_run(outer, config, thread_id, segmented_result_from_state)
+        if trace.result is not None:
+            trace.segments = [
+                SegmentTrace(
+                    index=s.index,
+                    start=s.start,
+                    end=s.end,
+                    action=s.action,
+                    checkpoint_ns=s.checkpoint_ns,
+                    steps=_read_run(
+                        graph,
+                        {"configurable": {"thread_id": thread_id, "checkpoint_ns": s.checkpoint_ns}},
+                        thread_id,
+                        None,
+                    ).steps
+                    if s.checkpoint_ns
+                    else [],
+                )
+                for s in trace.result.segments
+            ]
+        return trace
+    return _read_run(graph, config, thread_id, result_from_state)
+
+
+def _read_run(graph: CompiledStateGraph, config: dict[str, Any], thread_id: str, build: Any) -> DecisionTrace:
+    """The steps of the latest run in one namespace of a thread, and its result (``build``; None: none)."""
     history = list(graph.get_state_history(config))
     if not history:
         raise SpeechHandsError(f"no trace for thread {thread_id!r} in this checkpointer; check the id and --trace-db")
@@ -68,10 +124,8 @@ def read_trace(graph: CompiledStateGraph, thread_id: str) -> DecisionTrace:
         )
     final = run[-1]
     result = None
-    if not final.next and final.values.get("audio") is not None:
-        result = result_from_state(
-            final.values, thread_id=thread_id, checkpoint_id=final.config["configurable"]["checkpoint_id"]
-        )
+    if build is not None and not final.next and final.values.get("audio") is not None:
+        result = build(final.values, thread_id=thread_id, checkpoint_id=final.config["configurable"]["checkpoint_id"])
     return DecisionTrace(thread_id=thread_id, steps=steps, result=result)
 
 

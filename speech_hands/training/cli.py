@@ -1,4 +1,6 @@
-"""``speech-hands train-reflector``: the reflector recipe end to end (docs/reflector.md).
+"""``speech-hands train-reflector``, ``labels``, ``export-sft`` and ``finetune`` (docs/reflector.md).
+
+``train-reflector`` runs the reflector recipe end to end.
 
 Stages: build the training items (real, augmented, espeak-ng), run the pool over them (cached
 records), cross-validate (leave one real speaker out) every rewrite configuration, then fit the
@@ -49,7 +51,8 @@ def train_reflector(
     augment: int | None = typer.Option(None, help="augmented copies per real utterance (default: the recipe's)"),
     rewrite: str = typer.Option(
         "auto",
-        help="rewrite config: auto (pick by CV), rescore, rescore+prompted, mbr, mbr+prompted, mbr/risk, mbr+prompted/risk",
+        help="rewrite config: auto (pick by CV among rescore, rescore+prompted, mbr, mbr+prompted, mbr/risk, "
+        "mbr+prompted/risk), one of those, or nbest-mbr/risk (the fast default: no scoring pass at inference)",
     ),
     nested: bool = typer.Option(
         False, help="also cross-validate the config choice itself (inner CV per held-out speaker, ~1.5 min)"
@@ -238,7 +241,79 @@ def export_sft(
     eval_cli.console.print(f"written: {out}/dataset_info.json, speech_hands_sft_*.json, *.jsonl, export.json")
 
 
+def finetune(
+    data: Path = typer.Option(..., "--data", help="an `export-sft` folder (train.jsonl, optionally test.jsonl)"),
+    model: str = typer.Option(
+        "bundled:base", help="Whisper to fine-tune: bundled:base, bundled:tiny.en, a CTranslate2 dir or a .pt"
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="checkpoint folder (model.pt, tokenizer, reflector.json, metrics.json)"
+    ),
+    lora: bool = typer.Option(False, "--lora/--full", help="LoRA adapters (merged when saved) or all decoder weights"),
+    lora_rank: int = typer.Option(8, help="LoRA rank"),
+    epochs: int = typer.Option(3, help="passes over the training records"),
+    max_steps: int | None = typer.Option(None, help="stop after this many optimizer steps"),
+    lr: float | None = typer.Option(None, help="peak learning rate (default 1e-5 full, 3e-4 LoRA)"),
+    batch_size: int = typer.Option(8, help="records per step"),
+    action_weight: float = typer.Option(1.0, help="loss weight of the action token relative to a text token"),
+    context: str = typer.Option("externals", help="previous-text context: externals, or externals+internal"),
+    seed: int = typer.Option(0, help="seed of the data order"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run saved in --out (same settings only)"),
+    fresh: bool = typer.Option(False, "--fresh", help="discard what --out holds and start over"),
+    save_every: int = typer.Option(50, help="save the training state every N steps (and at the last)"),
+    keep_state: bool = typer.Option(False, help="keep the optimizer state after the run (for a later --resume)"),
+    states_dir: Path | None = typer.Option(None, help="cache of encoder states (default ~/.cache/speech_hands)"),
+) -> None:
+    """Fine-tune the action-token Whisper on `export-sft` records (docs/reflector.md)."""
+    from speech_hands.training.finetune import FinetuneSettings
+    from speech_hands.training.finetune import finetune as run_finetune
+
+    try:
+        settings = FinetuneSettings(
+            model=model,
+            lora=lora,
+            lora_rank=lora_rank,
+            epochs=epochs,
+            max_steps=max_steps,
+            lr=lr,
+            batch_size=batch_size,
+            action_weight=action_weight,
+            context=context,  # type: ignore[arg-type]
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"finetune: {exc}") from exc
+    metrics = run_finetune(
+        data,
+        out,
+        settings,
+        resume=resume,
+        fresh=fresh,
+        save_every=save_every,
+        keep_state=keep_state,
+        states_dir=states_dir,
+        console=console,
+    )
+    loss = metrics["curve"]["loss"]
+    if loss:
+        console.print(
+            f"{metrics['steps']} steps ({metrics['step_time_s']:.2f} s each): loss {loss[0]:.3f} -> {loss[-1]:.3f}"
+        )
+    for split in ("train", "held_out"):
+        if split in metrics:
+            m = metrics[split]
+            f1 = {a: round(v["f1"], 2) for a, v in m["per_action"].items()}
+            console.print(f"{split}: {m['items']} records, action accuracy {m['accuracy']:.3f}, F1 {f1}")
+            if "wer" in m:
+                w = m["wer"]
+                console.print(
+                    f"  WER % routed {w['routed']:.2f} (internal {w['internal']:.2f}, external {w['external']:.2f})"
+                )
+    console.print(f"checkpoint: {out} (use it with `speech-hands transcribe FILE --reflector {out}`)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train-reflector")(train_reflector)
     app.command("labels")(labels)
     app.command("export-sft")(export_sft)
+    app.command("finetune")(finetune)

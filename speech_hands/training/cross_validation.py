@@ -22,8 +22,11 @@ from speech_hands.reflection.confidence import ConfidencePolicy
 from speech_hands.reflection.decision import ACTIONS
 from speech_hands.reflection.rewrite import AlignmentVotingRewriter
 from speech_hands.training.fitting import (
+    NBEST_SELECTION,
+    NBEST_WEIGHTS,
     Example,
     decide,
+    fit_nbest,
     fit_reflector,
     fit_risk_policy,
     make_examples,
@@ -161,8 +164,11 @@ def cross_validate(
     feature_names: Sequence[str] | None = None,
     train_filter: Callable[[PoolRecord], bool] = lambda r: True,
     progress: Callable[[str], None] | None = None,
+    posterior: str = "scores",
 ) -> CVReport:
-    """LOSO CV over the real speakers; see the module docstring."""
+    """LOSO CV over the real speakers; see the module docstring. ``posterior="nbest"``: the pool's
+    posterior from the tools' own N-best scores (its weights and alpha fitted in the fold), no stored
+    score used."""
     report = CVReport()
     real = [r for r in records if r.item.real]
     speakers = sorted({r.item.group for r in real})
@@ -171,9 +177,14 @@ def cross_validate(
     for speaker in speakers:
         train = [r for r in records if r.item.group != speaker and train_filter(r)]
         test = [r for r in real if r.item.group == speaker]
-        weights, selection, sel_info = rescoring_fit(train, recipe, prompted=prompted, mode=mode)
-        ex_train = make_examples(train, weights, prompted=prompted, selection=selection)
-        ex_test = make_examples(test, weights, prompted=prompted, selection=selection)
+        nbest = None
+        if posterior == "nbest":
+            nbest, sel_info = fit_nbest(train, recipe)
+            weights, selection = NBEST_WEIGHTS, NBEST_SELECTION
+        else:
+            weights, selection, sel_info = rescoring_fit(train, recipe, prompted=prompted, mode=mode)
+        ex_train = make_examples(train, weights, prompted=prompted, selection=selection, nbest=nbest)
+        ex_test = make_examples(test, weights, prompted=prompted, selection=selection, nbest=nbest)
         if policy == "risk":
             model, info = fit_risk_policy(ex_train)
         else:
@@ -241,7 +252,7 @@ def _score_systems(
 def nested_selection(
     records: Sequence[PoolRecord],
     recipe: Recipe,
-    configs: dict[str, tuple[bool, str, str]],
+    configs: dict[str, tuple[bool, str, str, str]],
     outer: dict[str, CVReport],
     *,
     progress: Callable[[str], None] | None = None,
@@ -262,8 +273,8 @@ def nested_selection(
     for speaker in speakers:
         inner = [r for r in records if r.item.group != speaker]
         errs = {
-            name: cross_validate(inner, recipe, prompted=p, mode=m, policy=pol).systems[agent].errors
-            for name, (p, m, pol) in configs.items()
+            name: cross_validate(inner, recipe, prompted=p, mode=m, policy=pol, posterior=post).systems[agent].errors
+            for name, (p, m, pol, post) in configs.items()
         }
         best = min(configs, key=lambda k: (errs[k], list(configs).index(k)))
         choices[speaker], inner_errors[speaker] = best, errs

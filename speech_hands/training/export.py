@@ -8,7 +8,8 @@ Input: the folder ``speech-hands labels`` writes (``labels.jsonl``, one
   marked by an ``<audio>`` placeholder in the user turn), plus ``dataset_info.json`` registering
   them (``formatting: sharegpt``, the ``audios`` column, the role tags);
 - ``<split>.jsonl``: the project's own format (:class:`ExportRecord`: prompt, target, action,
-  speaker, audio), what ``speech-hands finetune`` reads;
+  speaker, audio, and what the prompt was built from: the internal text, each tool's N-best, the gold
+  text), what ``speech-hands finetune`` reads;
 - ``export.json``: the settings and the counts per split and action.
 
 Options (:class:`ExportOptions`): N-best size in the prompt (the paper's 5-best, or 1), with or
@@ -69,6 +70,10 @@ class ExportRecord(BaseModel):
     prompt: str
     target: str
     action: Action
+    #: what the prompt was built from (the action-token Whisper puts these into its previous-text context)
+    internal: str | None = None
+    externals: dict[str, list[str]] = Field(default_factory=dict, description="each tool's first n_best")
+    gold: str | None = None
 
 
 def read_labels(path: str | Path) -> list[LabelledItem]:
@@ -183,6 +188,9 @@ def build_records(items: Sequence[LabelledItem], options: ExportOptions) -> list
                 prompt=item.reflection_prompt(options.n_best),
                 target=item.sft_target(options.target),
                 action=item.label.action,
+                internal=item.internal,
+                externals={tool: hyps[: options.n_best] for tool, hyps in item.externals.items()},
+                gold=item.gold,
             )
         )
     train = [r for r in records if r.split == "train"]

@@ -30,7 +30,9 @@ from speech_hands.metrics.wer import word_errors as harness_word_errors
 from speech_hands.reflection import decision
 from speech_hands.reflection.decision import ACTIONS
 from speech_hands.reflection.learned.features import (
+    NBEST_SCORER,
     CandidatePool,
+    NBestPosterior,
     pick,
     pool_from_outputs,
     pool_risk,
@@ -79,7 +81,11 @@ class Example:
         return self.record.item.real
 
 
-def record_pool(record: PoolRecord, *, prompted: bool) -> CandidatePool:
+def record_pool(record: PoolRecord, *, prompted: bool, nbest: NBestPosterior | None = None) -> CandidatePool:
+    """The pool of a record as the agent builds it: scored by the record's stored scores, or (``nbest``)
+    by the tools' own N-best posterior, with no stored score used."""
+    if nbest is not None:
+        return pool_from_outputs(record.internal, record.externals, normalize_english, nbest=nbest)
     return pool_from_outputs(
         record.internal,
         record.externals,
@@ -96,10 +102,11 @@ def make_examples(
     *,
     prompted: bool,
     selection: Selection | None = None,
+    nbest: NBestPosterior | None = None,
 ) -> list[Example]:
     out = []
     for rec in records:
-        pool = record_pool(rec, prompted=prompted)
+        pool = record_pool(rec, prompted=prompted, nbest=nbest)
         feats, chosen = reflector_features(pool, rec.internal, rec.externals, rec.audio_stats, weights, selection)
         answers = {a: (pool.candidates[chosen[a.value]].text if chosen[a.value] is not None else "") for a in ACTIONS}
         errs = {}
@@ -168,6 +175,44 @@ def fit_alpha(
     memo: dict = {}
     errors = {a: sum(pick_errors(p, ref, weights, memo, Selection("mbr", a)) for p, ref in pools) for a in alphas}
     return min(alphas, key=lambda a: (errors[a], -a)), errors
+
+
+def _mbr_text(pool: CandidatePool) -> str:
+    if not pool.candidates or not pool.scored:
+        return pool.candidates[0].text if pool.candidates else ""
+    scores = rescore(pool, NBEST_WEIGHTS)
+    best = pick(pool, scores, pool_risk(pool, scores, NBEST_SELECTION.alpha)[1], NBEST_SELECTION)
+    return pool.candidates[best].text  # type: ignore[index]
+
+
+#: rescoring weights and selection of an N-best-posterior pool: score = log p(h), softmax(1 * score) = p
+NBEST_WEIGHTS: dict[str, float] = {NBEST_SCORER: 1.0}
+NBEST_SELECTION = Selection("mbr", 1.0)
+
+
+def fit_nbest(records: Sequence[PoolRecord], recipe) -> tuple[NBestPosterior, dict]:
+    """The N-best posterior's weights and alpha with the fewest corpus errors of the MBR pick on
+    ``records`` (training folds only). Grid: the internal tool's weight 1, every external tool's from
+    ``recipe.weight_grid_tiny`` (the same grid as the scored pool's tiny.en weight), alpha from
+    ``recipe.mbr_alphas``; the first grid point wins ties."""
+    internal = recipe.pool.internal_name
+    externals = sorted({o.tool for r in records for o in r.externals})
+    memo: dict = {}
+    best: tuple[int, NBestPosterior] | None = None
+    for w_ext in recipe.weight_grid_tiny:
+        for alpha in recipe.mbr_alphas:
+            nbest = NBestPosterior(weights={internal: 1.0, **{e: w_ext for e in externals}}, alpha=alpha)
+            errors = 0
+            for r in records:
+                pool = record_pool(r, prompted=False, nbest=nbest)
+                text = _mbr_text(pool)
+                if (r.item.id, text) not in memo:
+                    memo[(r.item.id, text)] = word_errors(r.item.reference, text)[0]
+                errors += memo[(r.item.id, text)]
+            if best is None or errors < best[0]:
+                best = (errors, nbest)
+    assert best is not None
+    return best[1], {"nbest": best[1].to_dict(), "nbest_train_errors": best[0]}
 
 
 def fit_ranker(

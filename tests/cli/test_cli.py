@@ -55,8 +55,9 @@ def test_graph_prints_the_state_machine():
 
 def test_transcribe_with_another_policy_or_a_trained_artifact(tmp_path):
     """--policy picks the baseline; --reflector loads an artifact from train-reflector (here the shipped
-    one with a hotter temperature: the same decision, visibly flatter probabilities)."""
-    from speech_hands.reflection.learned.policy import DEFAULT_ARTIFACT, SHIPPED_DIR
+    default one with a hotter temperature: the same decision, visibly flatter probabilities), or the
+    shipped full one by name."""
+    from speech_hands.reflection.learned.policy import FAST_ARTIFACT, SHIPPED_DIR
 
     db = str(tmp_path / "traces.sqlite")
 
@@ -68,13 +69,15 @@ def test_transcribe_with_another_policy_or_a_trained_artifact(tmp_path):
     learned, baseline = reflection(), reflection("--policy", "confidence")
     assert (learned["policy"], baseline["policy"]) == ("learned-reflector", "confidence-baseline")
 
-    artifact = json.loads((SHIPPED_DIR / DEFAULT_ARTIFACT).read_text(encoding="utf-8"))
+    artifact = json.loads((SHIPPED_DIR / FAST_ARTIFACT).read_text(encoding="utf-8"))
     artifact["temperature"] *= 4
     hotter = tmp_path / "hotter.json"
     hotter.write_text(json.dumps(artifact), encoding="utf-8")
     custom = reflection("--reflector", str(hotter))
     assert custom["action"] == learned["action"]
     assert max(custom["probs"].values()) < max(learned["probs"].values())
+    full = reflection("--reflector", "full")  # the scoring-pass artifact, by name
+    assert full["policy"] == "learned-reflector" and "expected errors per word" in full["rationale"]
 
     missing = runner.invoke(
         app, ["transcribe", str(DEMO_SAMPLE), "--reflector", str(tmp_path / "none.json"), "--trace-db", db]

@@ -126,7 +126,8 @@ def test_a_scoring_model_that_raises_costs_the_learned_decision_not_the_utteranc
     inp = inp_of(internal, external)
     with caplog.at_level("WARNING"):
         decision = policy.reflect(inp)
-    assert decision.policy == "confidence-baseline"
+    # the name says it fell back, so the routing graph notes it (no silent fallback)
+    assert decision.policy == "learned-reflector(fallback:confidence-baseline)"
     assert "scoring pass failed (RuntimeError: CUDA out of memory)" in decision.rationale
     assert "scoring pass failed" in caplog.text
     rewritten = rewriter.rewrite(inp)

@@ -264,3 +264,47 @@ def test_records_cache_skips_a_half_written_last_line(tmp_path):
     loaded = load_records(cache)
     assert [r.item.id for r in loaded] == [r.item.id for r in records]
     assert load_records(cache, pool_key="another config") == []
+
+
+def test_nbest_recipe_code_path_fits_the_posterior_inside_folds_and_uses_no_stored_score():
+    """``--rewrite nbest-mbr/risk`` (the fast default's config): the N-best posterior's weights and alpha
+    come from the grids, per fold; the stored scores are never read (the agent has none)."""
+    from speech_hands.reflection.learned.features import NBEST_SCORER
+    from speech_hands.training.cross_validation import cross_validate
+
+    recipe = Recipe(c_grid=(1.0,), mbr_alphas=(0.3, 1.0), weight_grid_tiny=(0.5, 1.0))
+    records = [r.model_copy(update={"scores": {}}) for r in _records()]  # no scoring pass at all
+    report = cross_validate(records, recipe, prompted=False, mode="mbr", policy="risk", posterior="nbest").summary()
+    assert report["wer"]["agent (learned reflector)"] <= report["wer"]["internal (whisper-base)"]
+    for fold in report["folds"]:
+        assert fold["nbest"]["alpha"] in recipe.mbr_alphas
+        assert fold["nbest"]["weights"]["whisper-tiny.en"] in recipe.weight_grid_tiny
+        assert fold["weights"] == {NBEST_SCORER: 1.0}
+    model, weights, info = final_fit(records, recipe, prompted=False, mode="mbr", policy="risk", posterior="nbest")
+    assert final_fit(records, recipe, prompted=False, mode="mbr", policy="risk", posterior="nbest")[2] == info
+    art = ReflectorArtifact(
+        model="expected-risk-bayes-decision",
+        features=model.feature_names,
+        mean=model.mean.tolist(),
+        scale=model.scale.tolist(),
+        coef=model.coef.tolist(),
+        intercept=model.intercept.tolist(),
+        temperature=model.temperature,
+        scorers={},
+        weights=weights,
+        selection="mbr",
+        alpha=info["alpha"],
+        prompted=False,
+        nbest=info["nbest"],
+    )
+    # the posterior is part of what decides predictions: another one is another checksum
+    other = art.model_copy(update={"nbest": {**info["nbest"], "alpha": 99.0}})
+    assert art.checksum() != other.checksum()
+    # the policy on a record's candidates, with no scorer
+    rec = records[1]  # external right
+    policy = LearnedPolicy(art, RescoringRewriter([], weights=art.weights, nbest=art.nbest_posterior()))
+    inp = ReflectionInput(
+        audio=virtual_audio(rec.item.id), question=None, internal=rec.internal, externals=rec.externals
+    )
+    decision = policy.reflect(inp)
+    assert decision.policy == "learned-reflector" and sum(decision.probs.values()) == pytest.approx(1.0)

@@ -13,6 +13,11 @@ its first token. The embedded reflector gets the same inputs as numbers:
 - **audio statistics** from framewise log-power (level, spread, a signal-to-noise proxy, duration)
   and the speaking rate.
 
+Or, without any scoring pass (:class:`NBestPosterior`, the fast default): each tool's own N-best
+scores give a posterior over its list, and the pool's posterior is their weighted mixture. It is
+stored in the pool as one pseudo-scorer (``nbest``) whose "total" is ``log p(h)``, so the rescoring,
+MBR and reflector code downstream is the same for both kinds of pool.
+
 Any number of candidate sources works: features about "the external side" summarise over all
 external tools (best score, mean agreement), so the vector has a fixed length.
 
@@ -27,6 +32,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +55,8 @@ class PoolCandidate:
     own_scores: dict[str, float] = field(default_factory=dict)  #: tool -> its own (mean log-prob) score
     totals: dict[str, float] = field(default_factory=dict)  #: scorer -> log P(text, eot | audio)
     n_tokens: dict[str, int] = field(default_factory=dict)
+    #: tool -> [(raw text, the tool's own score)] of every hypothesis of that tool normalising to it
+    own_hypotheses: dict[str, list[tuple[str, float | None]]] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -108,11 +117,14 @@ def pool_from_outputs(
     score_fn: ScoreFn | None = None,
     scorer_names: Sequence[str] = (),
     extra: Sequence[ToolOutput] = (),
+    nbest: NBestPosterior | None = None,
 ) -> CandidatePool:
     """Build the pool; ``score_fn`` (if given) scores every surface text under each scorer name.
 
     ``extra`` outputs (a rewrite's own generators, e.g. prompted re-decoding) add candidates but are
-    not tools: they never count as "the external side" in features or in source support."""
+    not tools: they never count as "the external side" in features or in source support. ``nbest``
+    (instead of scorers): the pool is scored by the tools' own N-best posterior
+    (:meth:`NBestPosterior.fill`), with no model call."""
     by_words: dict[tuple[str, ...], PoolCandidate] = {}
     order: list[PoolCandidate] = []
     outputs = [o for o in [internal, *externals, *extra] if o is not None and o.ok]
@@ -126,6 +138,7 @@ def pool_from_outputs(
                 order.append(cand)
             if hyp.text not in cand.surfaces:
                 cand.surfaces.append(hyp.text)
+            cand.own_hypotheses.setdefault(output.tool, []).append((hyp.text, hyp.score))
             if output.tool not in cand.ranks or hyp.rank < cand.ranks[output.tool]:
                 cand.ranks[output.tool] = hyp.rank
                 if hyp.score is not None:
@@ -143,12 +156,113 @@ def pool_from_outputs(
                 cand.n_tokens[name] = min(p.n_tokens for p in per)
             used.append(name)
     internal_tool = internal.tool if internal is not None and internal.ok else None
-    return CandidatePool(
+    pool = CandidatePool(
         candidates=order,
         internal_tool=internal_tool,
         external_tools=[o.tool for o in externals if o.ok],
         scorers=used,
     )
+    if nbest is not None and not used:
+        nbest.fill(pool)
+    return pool
+
+
+def tools_agree(
+    internal: ToolOutput | None, externals: Sequence[ToolOutput], normalize: Callable[[str], str], max_distinct: int
+) -> bool:
+    """The scoring-pass gate's condition: every tool's top-1 normalises to the internal top-1, and all
+    the tools' N-best lists together hold at most ``max_distinct`` distinct (normalised) candidates.
+
+    Measured, not proved (docs/reflector.md, "Cost"): on the 60 dev utterances' cached records the full
+    learned agent answers the internal top-1 on every such item (17 of 60 with ``max_distinct=3``); a
+    looser condition (the top-1s agree, any list) changed one answer for the worse."""
+    outputs = [o for o in [internal, *externals] if o is not None and o.ok]
+    if internal is None or internal.top is None or len(outputs) < 2:
+        return False
+    top = normalize(internal.top.text).split()
+    if any(o.top is None or normalize(o.top.text).split() != top for o in outputs):
+        return False
+    return len({tuple(normalize(h.text).split()) for o in outputs for h in o.hypotheses}) <= max_distinct
+
+
+# ---------------------------------------------------------------- the posterior from the tools' own N-best scores
+
+#: The pseudo-scorer an :class:`NBestPosterior` fills in: ``totals["nbest"] = log p(h)``.
+NBEST_SCORER = "nbest"
+
+
+@lru_cache(maxsize=1)
+def _count_tokenizer() -> Any:
+    from whisper.tokenizer import get_tokenizer
+
+    return get_tokenizer(multilingual=True, language="en", task="transcribe")
+
+
+@lru_cache(maxsize=8192)
+def token_count(text: str) -> int:
+    """Tokens of ``text`` under Whisper's multilingual tokenizer (as the scorer encodes it: a leading
+    space). Whisper's beam score is the mean log-probability per token, so ``score * (tokens + 1)``
+    (+1: end-of-text) recovers the sequence log-probability."""
+    return len(_count_tokenizer().encode(" " + text.strip())) if text.strip() else 0
+
+
+@dataclass(frozen=True)
+class NBestPosterior:
+    """A posterior over the pool from the tools' own N-best scores: no scoring pass, no model call.
+
+    Each tool's list gives ``q_t(h) = softmax(alpha * log P_t(h))`` over its distinct (normalised)
+    candidates, where ``log P_t(h) = score * (tokens + 1)`` is the tool's own sequence log-probability
+    (Whisper's beam score is per token; surface variants of one candidate are summed, as in the
+    scored pool); the pool's posterior is the mixture ``p(h) = sum_t w_t q_t(h)`` with the weights
+    normalised over the tools present. A tool without scores (``score`` None) contributes a uniform
+    ``q_t``; a tool not in ``weights`` contributes nothing. ``weights`` and ``alpha`` are fitted by the
+    recipe inside the CV folds (``speech-hands train-reflector --rewrite nbest-mbr/risk``).
+
+    Why it is cheap: perception already ran both beam searches, so this costs a few tokenizer calls
+    and one softmax per list. What it cannot see: how the *other* model judges a candidate, and the
+    prompted re-decode's extra candidates (the scoring pass's gain; docs/reflector.md measures both)."""
+
+    weights: Mapping[str, float]
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.alpha > 0:
+            raise ValueError("the N-best posterior's alpha must be > 0")
+        if any(w < 0 for w in self.weights.values()) or not any(w > 0 for w in self.weights.values()):
+            raise ValueError("N-best posterior weights must be >= 0, one of them > 0")
+
+    def posterior(self, pool: CandidatePool) -> np.ndarray:
+        """``p(h)`` for every pooled candidate (sums to 1 over a non-empty pool with a weighted tool)."""
+        tools = [t for t in [pool.internal_tool, *pool.external_tools] if t and self.weights.get(t, 0.0) > 0]
+        p = np.zeros(len(pool.candidates))
+        total = sum(self.weights[t] for t in tools)
+        for tool in tools:
+            members = [i for i, c in enumerate(pool.candidates) if tool in c.own_hypotheses]
+            if not members:
+                continue
+            hyps = [pool.candidates[i].own_hypotheses[tool] for i in members]
+            if any(score is None for hs in hyps for _, score in hs):
+                q = np.full(len(members), 1.0 / len(members))
+            else:
+                logp = np.array([_logsumexp([s * (token_count(t) + 1) for t, s in hs]) for hs in hyps])  # type: ignore
+                z = np.exp(self.alpha * (logp - logp.max()))
+                q = z / z.sum()
+            p[members] += self.weights[tool] / total * q
+        return p
+
+    def fill(self, pool: CandidatePool) -> None:
+        """Score the pool with the pseudo-scorer :data:`NBEST_SCORER`: ``totals = log p(h)`` (floored),
+        so ``rescore`` with ``{"nbest": 1}`` and an MBR selection with alpha 1 give back ``p``."""
+        p = self.posterior(pool)
+        if not p.size or p.sum() <= 0:
+            return
+        for cand, prob in zip(pool.candidates, p):
+            cand.totals[NBEST_SCORER] = math.log(max(float(prob), 1e-300))
+            cand.n_tokens[NBEST_SCORER] = token_count(cand.surfaces[0])
+        pool.scorers = [NBEST_SCORER]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": dict(self.weights), "alpha": self.alpha}
 
 
 # ---------------------------------------------------------------- rescoring (shared with the rewrite)

@@ -22,8 +22,10 @@ MBR rewrite's posterior recommends. The recipe ships whichever cross-validates b
 After a rewrite (round >= 1) the policy accepts it: the rescoring rewrite is a fixed point (rewriting
 again returns the same text), so a second round could only repeat the first decision.
 
-Inputs the artifact cannot score (audio over 30 s, no audio at all) fall back to the confidence
-baseline, and the rationale says so.
+Inputs the artifact cannot score (audio over 30 s given to the policy directly, no audio at all, a
+scoring pass that raised) fall back to the confidence baseline: the policy name reads
+``learned-reflector(fallback:confidence)``, the rationale says why, and the routing graph adds a note.
+The agent routes long audio segment by segment (no segment is over 30 s), so it never needs this.
 """
 
 from __future__ import annotations
@@ -41,15 +43,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from speech_hands.errors import ConfigurationError
 from speech_hands.reflection.base import ReflectionInput
 from speech_hands.reflection.decision import ACTIONS, action_probs, certain, decide, draw, tuple_hash_seed
-from speech_hands.reflection.learned.features import audio_statistics, reflector_features
+from speech_hands.reflection.learned.features import NBestPosterior, audio_statistics, reflector_features, tools_agree
 from speech_hands.reflection.learned.mbr import Selection
 from speech_hands.reflection.learned.rescoring import RescoringRewriter
 from speech_hands.types import Action, Reflection
 
 FORMAT = "speech-hands-reflector"
 FORMAT_VERSION = 1
+#: the full recipe's artifact (scoring pass under both Whisper models, prompted re-decode; what
+#: ``train-reflector`` writes by default); ``ReflectorArtifact.load()`` without a path reads it
 DEFAULT_ARTIFACT = "reflector-v1.json"
+#: the default agent's artifact: the posterior from the tools' own N-best scores, no scoring pass
+#: (``train-reflector --rewrite nbest-mbr/risk``; docs/reflector.md, "Cost")
+FAST_ARTIFACT = "reflector-fast-v1.json"
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "reflector"
+#: names of the shipped artifacts (``reflector="fast"`` / ``"full"``); "fast" is the default agent's
+SHIPPED_ARTIFACTS = {"fast": FAST_ARTIFACT, "full": DEFAULT_ARTIFACT}
 
 
 class ReflectorArtifact(BaseModel):
@@ -76,6 +85,10 @@ class ReflectorArtifact(BaseModel):
     selection: Literal["map", "mbr"] = "map"
     alpha: float = 1.0
     prompted: bool = True
+    #: the pool's posterior from the tools' own N-best scores instead of a scoring pass
+    #: (:class:`~speech_hands.reflection.learned.features.NBestPosterior`: {"weights": {tool: w}, "alpha": a});
+    #: None: the scorers above score every candidate
+    nbest: dict[str, Any] | None = None
     normalizer: str = "english"
     recipe: dict[str, Any] = Field(default_factory=dict)
     recipe_hash: str = ""
@@ -95,12 +108,18 @@ class ReflectorArtifact(BaseModel):
         ]
         if (self.selection, self.alpha) != ("map", 1.0):  # older (MAP-only) artifacts keep their checksum
             params += [self.selection, self.alpha]
+        if self.nbest is not None:  # scored artifacts keep theirs
+            params += [self.nbest]
         core = json.dumps(params, sort_keys=True)
         return hashlib.sha256(core.encode()).hexdigest()[:16]
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ReflectorArtifact:
-        """Load ``path``, or the artifact shipped in the package."""
+        """Load ``path``, or the artifact shipped in the package (no path: the full one,
+        :data:`DEFAULT_ARTIFACT`; ``"fast"`` / ``"full"``: the shipped artifact of that name, when no file
+        of that name exists)."""
+        if path is not None and str(path) in SHIPPED_ARTIFACTS and not Path(path).exists():
+            path = SHIPPED_DIR / SHIPPED_ARTIFACTS[str(path)]
         try:
             text = Path(path or SHIPPED_DIR / DEFAULT_ARTIFACT).read_text(encoding="utf-8")
         except FileNotFoundError as exc:
@@ -118,6 +137,9 @@ class ReflectorArtifact(BaseModel):
 
     def selection_rule(self) -> Selection:
         return Selection(self.selection, self.alpha)
+
+    def nbest_posterior(self) -> NBestPosterior | None:
+        return NBestPosterior(weights=self.nbest["weights"], alpha=self.nbest["alpha"]) if self.nbest else None
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -148,9 +170,20 @@ def merge_same_answers(probs: Sequence[float], answers: Sequence[Hashable]) -> n
 class LearnedPolicy:
     """:class:`~speech_hands.reflection.base.ReflectionPolicy` backed by a :class:`ReflectorArtifact`."""
 
-    def __init__(self, artifact: ReflectorArtifact, rewriter: RescoringRewriter, *, temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        artifact: ReflectorArtifact,
+        rewriter: RescoringRewriter,
+        *,
+        temperature: float = 1.0,
+        gate: int | None = None,
+    ) -> None:
         self.artifact = artifact
         self.rewriter = rewriter
+        #: skip the scoring pass (answer internal) when the tools agree (:func:`tools_agree` with this many
+        #: distinct candidates at most); None: always score. Only a scoring pass is skipped: an
+        #: N-best-posterior artifact has none to skip.
+        self.gate = gate
         self.name = artifact.name
         self.sample_temperature = temperature
         self._mean = np.asarray(artifact.mean)
@@ -179,7 +212,12 @@ class LearnedPolicy:
 
             self._fallback = ConfidencePolicy()
         r = self._fallback.reflect(inp, sample=sample)
-        return r.model_copy(update={"rationale": f"{why}; confidence baseline: {r.rationale}"})
+        # the policy name says so, and the graph notes it (a fallback is never silent)
+        update = {
+            "rationale": f"{why}; confidence baseline: {r.rationale}",
+            "policy": f"{self.name}(fallback:{r.policy})",
+        }
+        return r.model_copy(update=update)
 
     def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
         if inp.round > 0 and inp.previous_rewrites:
@@ -191,6 +229,18 @@ class LearnedPolicy:
                 sample_index=inp.sample_index,
                 rationale="the rescoring rewrite is a fixed point: accepted",
             )
+        if self.gate is not None and self.rewriter.scorers:
+            original = inp.original_internal or inp.internal
+            if tools_agree(original, [o for o in inp.externals if o.ok], self.rewriter._normalize, self.gate):
+                return certain(
+                    Action.INTERNAL,
+                    policy=self.name,
+                    answer=original.top.text if original is not None and original.top else None,
+                    round=inp.round,
+                    sample_index=inp.sample_index,
+                    rationale=f"gate: the tools' top-1s agree and their N-best lists hold at most {self.gate} "
+                    "distinct candidates; scoring pass skipped",
+                )
         analysis = self.rewriter.analyse(inp)
         pool = analysis.pool
         if not pool.scored:
@@ -255,15 +305,29 @@ def build_learned(
     externals: list[Any],
     *,
     artifact: ReflectorArtifact | str | Path | None = None,
+    gate: int | None = None,
 ) -> tuple[LearnedPolicy, RescoringRewriter]:
     """The learned policy and its rescoring rewrite over the given Whisper backends.
 
     Scorers are matched to the artifact by backend name (``whisper-base``, ``whisper-tiny.en``); a
-    backend the artifact does not know is pooled but not used as a scorer."""
+    backend the artifact does not know is pooled but not used as a scorer. An N-best-posterior
+    artifact (``nbest``) runs no scorer and no re-decode; it needs the tools its weights name. ``gate``:
+    :attr:`LearnedPolicy.gate` (skip the scoring pass when the tools agree)."""
     from speech_hands.reflection.learned.rescoring import PromptedCandidates
     from speech_hands.reflection.learned.scoring import WhisperScorer
 
     art = artifact if isinstance(artifact, ReflectorArtifact) else ReflectorArtifact.load(artifact)
+    nbest = art.nbest_posterior()
+    if nbest is not None:
+        tools = [getattr(b, "name", None) for b in [internal, *externals]]
+        missing = [n for n, w in nbest.weights.items() if w > 0 and n not in tools]
+        if missing:
+            raise ConfigurationError(
+                f"the reflector artifact's N-best posterior weighs {sorted(nbest.weights)} but the pool lacks "
+                f"{missing}; use the models it was trained with, or retrain with `speech-hands train-reflector`"
+            )
+        rewriter = RescoringRewriter([], weights=art.weights, selection=art.selection_rule(), nbest=nbest)
+        return LearnedPolicy(art, rewriter), rewriter
     backends = {b.name: b for b in [internal, *externals] if hasattr(b, "load")}
     missing = [n for n in art.scorers if n not in backends]
     if missing:
@@ -276,4 +340,4 @@ def build_learned(
     rewriter = RescoringRewriter(scorers, weights=art.weights, selection=art.selection_rule(), generators=generators)
     if not math.isclose(sum(1 for _ in art.actions), 3):
         raise ConfigurationError("reflector artifact must have three actions")
-    return LearnedPolicy(art, rewriter), rewriter
+    return LearnedPolicy(art, rewriter, gate=gate), rewriter

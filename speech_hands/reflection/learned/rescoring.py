@@ -26,6 +26,10 @@ the audio:
 
 The learned reflector reads the same pool and the same pick (``RescoringRewriter.analyse``), so the
 policy's notion of "what a rewrite would give" is exactly what the rewrite node produces.
+
+``RescoringRewriter(scorers=[], nbest=NBestPosterior(...))`` (the fast default) skips the scoring
+pass altogether: the pool's posterior comes from the tools' own N-best scores
+(:class:`~speech_hands.reflection.learned.features.NBestPosterior`), and the MBR pick is made over it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,15 @@ import numpy as np
 from speech_hands.audio import AudioInput
 from speech_hands.errors import ToolFailure
 from speech_hands.reflection.base import ReflectionInput
-from speech_hands.reflection.learned.features import CandidatePool, pick, pool_from_outputs, pool_risk, rescore
+from speech_hands.reflection.learned.features import (
+    NBEST_SCORER,
+    CandidatePool,
+    NBestPosterior,
+    pick,
+    pool_from_outputs,
+    pool_risk,
+    rescore,
+)
 from speech_hands.reflection.learned.mbr import Selection
 from speech_hands.reflection.learned.scoring import CandidateScore, WhisperScorer
 from speech_hands.text import NormalizerName, get_normalizer
@@ -140,12 +152,18 @@ class RescoringRewriter:
         generators: Sequence[PromptedCandidates] = (),
         normalizer: NormalizerName = "english",
         cache_items: int = 64,
+        nbest: NBestPosterior | None = None,
     ) -> None:
         self.scorers = {s.asr.name: s for s in scorers}
+        self.nbest = nbest  #: the posterior from the tools' own N-best scores (then no scorer runs)
+        if nbest is not None and not self.scorers:  # score = log p(h), and softmax(1 * score) = p
+            weights, selection = weights or {NBEST_SCORER: 1.0}, selection or Selection("mbr", 1.0)
         self.weights = dict(weights or DEFAULT_WEIGHTS)
         self.selection = selection or Selection()
         self.generators = list(generators)
         base = "rescore" if self.selection.mode == "map" else "mbr"
+        if nbest is not None and not self.scorers:
+            base += "-nbest"
         self.name = "+".join([base, *(g.name for g in self.generators)])
         self._normalize = get_normalizer(normalizer)
         self._normalize("warm up")
@@ -180,7 +198,13 @@ class RescoringRewriter:
                 if out is not None:
                     extra.append(out)
             pool = pool_from_outputs(
-                original, externals, self._normalize, self._score_fn(inp.audio), list(self.scorers), extra=extra
+                original,
+                externals,
+                self._normalize,
+                self._score_fn(inp.audio),
+                list(self.scorers),
+                extra=extra,
+                nbest=self.nbest,
             )
         except Exception as exc:  # a failing scoring model costs the learned decision, never the utterance
             failure = f"scoring pass failed ({type(exc).__name__}: {exc})"
@@ -210,8 +234,10 @@ class RescoringRewriter:
             fallback = AlignmentVotingRewriter().rewrite(inp)
             return fallback.model_copy(update={"source": f"rewrite:{self.name}(fallback:alignment-vote)"})
         cand = analysis.pool.candidates[analysis.best]
-        first = next(iter(self.scorers))
-        mean = cand.totals[first] / (cand.n_tokens[first] + 1)
+        first = analysis.pool.scorers[0]
+        # a per-token log-probability under the first scorer; the N-best posterior has none (log p(h) is no
+        # per-token score)
+        mean = cand.totals[first] / (cand.n_tokens[first] + 1) if first != NBEST_SCORER else math.nan
         return Hypothesis(
             text=cand.surfaces[0], score=mean if math.isfinite(mean) else None, source=f"rewrite:{self.name}"
         )
