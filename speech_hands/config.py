@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.audio import MAX_DURATION_S, SEGMENT_S
+from speech_hands.types import Action
 
 MEMORY = ":memory:"
 
@@ -52,6 +54,27 @@ class AgentConfig(BaseModel):
     detect_speech: bool = Field(
         default=True,
         description="speech recognition: skip perception when voice-activity detection finds no speech",
+    )
+    interrupt_on: list[Action] = Field(
+        default_factory=list,
+        description="ask a person (LangGraph interrupt) before following these actions' edges, e.g. ['rewrite']; "
+        "resume with SpeechHands.resume(thread_id, action=None | 'internal' | 'external' | 'rewrite')",
+    )
+    interrupt_below: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="ask a person when P(decided action) is below this"
+    )
+    perception_cache: Literal["none", "memory", "sqlite"] = Field(
+        default="none",
+        description="LangGraph node cache of perception, keyed on (tool, audio sha256, question, n_best): 'memory' "
+        "(this process) or 'sqlite' (next to the trace database); the same audio is then not perceived again",
+    )
+    retry_attempts: int = Field(
+        default=3, ge=1, le=10, description="attempts of a node calling a remote backend on connection errors"
+    )
+    otel: bool = Field(
+        default=False,
+        description="OpenTelemetry spans per run (extra 'otel'; exporter from the OTEL_* variables); "
+        "also on with SPEECH_HANDS_OTEL=1",
     )
     max_workers: int | None = Field(
         default=None,

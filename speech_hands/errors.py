@@ -19,5 +19,10 @@ class ToolFailure(SpeechHandsError):
     """A tool raised or timed out. The graph records it in the trace and carries on without it."""
 
 
+class RemoteUnavailable(ToolFailure, ConnectionError):
+    """A remote backend could not be reached (connection refused or dropped, no answer in time). The
+    graph's ``RetryPolicy`` retries the node that called it; the last attempt records the failure."""
+
+
 class ModelOutputError(SpeechHandsError):
     """A model produced output that cannot be parsed (e.g. no action token)."""

@@ -285,6 +285,11 @@ class AgentResult(CandidateViews, BaseModel):
     )
     thread_id: str
     checkpoint_id: str | None = None
+    pending_review: dict[str, Any] | None = Field(
+        default=None,
+        description="the run is paused for a person's review (interrupt_on / interrupt_below): what they are "
+        "asked (speech_hands.graphs.events.ReviewRequest); SpeechHands.resume continues it",
+    )
 
     @model_validator(mode="after")
     def _action_needs_reason(self) -> AgentResult:

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 
 from speech_hands.assembly import build_parts, default_config, preload
 from speech_hands.audio import SAMPLE_RATE, SEGMENTED_OVER_S, AudioInput, AudioStore, load_audio, virtual_audio
 from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
 from speech_hands.config import MEMORY, AgentConfig
 from speech_hands.errors import ConfigurationError
+from speech_hands.graphs.context import RunContext, as_context
 from speech_hands.graphs.routing import RoutingGraph, RoutingSettings
 from speech_hands.graphs.segments import (
     SegmentedGraph,
@@ -35,6 +41,7 @@ from speech_hands.tracing.trace import DecisionTrace, read_trace
 from speech_hands.types import AgentResult
 
 AudioSource = str | Path | AudioInput | None
+ContextInput = RunContext | Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,27 @@ class StreamEvent:
     node: str
     update: dict[str, Any] | None = None
     result: AgentResult | None = None
+
+
+def open_cache(config: AgentConfig) -> BaseCache | None:
+    """The LangGraph node cache of perception that ``perception_cache`` names (None: no cache)."""
+    if config.perception_cache == "memory":
+        from langgraph.cache.memory import InMemoryCache
+
+        return InMemoryCache()
+    if config.perception_cache == "sqlite":
+        from langgraph.cache.sqlite import SqliteCache
+
+        db = config.resolved_trace_db()
+        base = Path(db).parent if db != MEMORY else Path(os.environ.get("SPEECH_HANDS_HOME", Path.home() / ".cache"))
+        base.mkdir(parents=True, exist_ok=True)
+        return SqliteCache(path=str(base / "perception-cache.sqlite"))
+    return None
+
+
+def otel_enabled(config: AgentConfig) -> bool:
+    """Whether runs emit OpenTelemetry spans: ``AgentConfig.otel``, or ``SPEECH_HANDS_OTEL=1``."""
+    return config.otel or os.environ.get("SPEECH_HANDS_OTEL", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def open_checkpointer(trace_db: str) -> BaseCheckpointSaver:
@@ -59,6 +87,26 @@ def open_checkpointer(trace_db: str) -> BaseCheckpointSaver:
     saver = SqliteSaver(conn)
     saver.setup()
     return saver
+
+
+def _with_handler(callbacks: Any, handler: Any) -> Any:
+    """``callbacks`` (None, a list of handlers or a callback manager) with ``handler`` added."""
+    if callbacks is None:
+        return [handler]
+    if isinstance(callbacks, list):
+        return [*callbacks, handler]
+    manager = callbacks.copy()
+    manager.add_handler(handler, inherit=True)
+    return manager
+
+
+def _interrupts(snapshot: Any) -> list[Any]:
+    """Every pending interrupt of a state snapshot, its subgraphs' included."""
+    found = list(snapshot.interrupts or ())
+    for task in snapshot.tasks:
+        if task.state is not None and not isinstance(task.state, Mapping):
+            found += [i for i in _interrupts(task.state) if all(i.id != f.id for f in found)]
+    return found
 
 
 class SpeechHands:
@@ -77,8 +125,10 @@ class SpeechHands:
         *,
         config: AgentConfig | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.config = config or AgentConfig()
+        self.tracer_provider = tracer_provider  # OpenTelemetry (AgentConfig.otel); None: the global provider
         self.omni = omni
         self.external = list(external)
         self.store = AudioStore(max_duration_s=self.config.max_audio_s)
@@ -87,7 +137,9 @@ class SpeechHands:
         names = [t.name for t in self.tools]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"tool names must be unique, got {names}; pass name=... to the backends")
+        self._db_path = None if checkpointer is not None else self.config.resolved_trace_db()
         self.checkpointer = checkpointer or open_checkpointer(self.config.resolved_trace_db())
+        self.cache = open_cache(self.config)
         settings = RoutingSettings(
             n_best=self.config.n_best,
             k_samples=self.config.k_samples,
@@ -96,9 +148,12 @@ class SpeechHands:
             seed=self.config.seed,
             weighted_vote=self.config.weighted_vote,
             detect_speech=self.config.detect_speech,
+            interrupt_on=tuple(self.config.interrupt_on),
+            interrupt_below=self.config.interrupt_below,
+            retry_attempts=self.config.retry_attempts,
         )
         self.routing = RoutingGraph(omni, self.tools, self.store, settings)
-        self.graph: CompiledStateGraph = self.routing.build().compile(checkpointer=self.checkpointer)
+        self.graph: CompiledStateGraph = self.routing.build().compile(checkpointer=self.checkpointer, cache=self.cache)
         # long speech recognition input: the routing graph above, run once per segment as a subgraph
         segmenting = SegmentSettings(
             max_segment_s=self.config.max_segment_s, segment_concurrency=self.config.segment_concurrency
@@ -108,6 +163,7 @@ class SpeechHands:
         self.segmented_graph: CompiledStateGraph = self.segmenting.build().compile(checkpointer=self.checkpointer)
         self._closed = False
         self._lock = threading.Lock()
+        self._contexts: dict[str, RunContext] = {}  # the context of each thread's latest run (for resume)
 
     # ------------------------------------------------------------------ constructors
 
@@ -217,9 +273,30 @@ class SpeechHands:
         self.store.put(loaded)
         return loaded
 
-    @staticmethod
-    def _thread(thread_id: str | None) -> dict[str, Any]:
-        return {"configurable": {"thread_id": thread_id or uuid.uuid4().hex}}
+    def _run_config(self, thread_id: str | None, config: RunnableConfig | None) -> dict[str, Any]:
+        """The run's LangGraph config: the caller's (callbacks, tags, metadata, run_name, ...) with the
+        thread id merged into ``configurable`` (``thread_id`` wins over one in ``config``; neither: a new
+        one), plus the OpenTelemetry handler when that is on."""
+        merged: dict[str, Any] = dict(config or {})
+        configurable = dict(merged.get("configurable") or {})
+        configurable["thread_id"] = thread_id or configurable.get("thread_id") or uuid.uuid4().hex
+        merged["configurable"] = configurable
+        if otel_enabled(self.config):
+            from speech_hands.tracing.otel import OTelCallbackHandler, configure_from_env
+
+            if self.tracer_provider is None:
+                configure_from_env()
+            handler = OTelCallbackHandler(thread_id=configurable["thread_id"], tracer_provider=self.tracer_provider)
+            merged["callbacks"] = _with_handler(merged.get("callbacks"), handler)
+        return merged
+
+    def _context(self, thread_id: str, context: ContextInput) -> RunContext | None:
+        found = as_context(context)
+        if found is not None:
+            self._contexts[thread_id] = found
+        else:
+            self._contexts.pop(thread_id, None)
+        return found
 
     def segmented(self, audio: AudioInput, question: str | None = None) -> bool:
         """Whether ``audio`` is routed segment by segment: speech recognition of real audio longer than
@@ -232,14 +309,16 @@ class SpeechHands:
             and audio.samples.size > SEGMENTED_OVER_S * SAMPLE_RATE
         )
 
-    def _run(self, loaded: AudioInput, question: str | None, thread_id: str | None):
+    def _run(
+        self, loaded: AudioInput, question: str | None, thread_id: str | None, config: RunnableConfig | None = None
+    ):
         """The compiled graph, its input and its run config for one input."""
-        config = self._thread(thread_id)
+        run_config = self._run_config(thread_id, config)
         ref = loaded.ref.model_dump(mode="json")
         if self.segmented(loaded, question):
-            config["max_concurrency"] = self.config.segment_concurrency
-            return self.segmented_graph, fresh_segmented_input(ref), config
-        return self.graph, fresh_input(ref, question), config
+            run_config.setdefault("max_concurrency", self.config.segment_concurrency)
+            return self.segmented_graph, fresh_segmented_input(ref), run_config
+        return self.graph, fresh_input(ref, question), run_config
 
     def invoke(
         self,
@@ -248,13 +327,46 @@ class SpeechHands:
         *,
         thread_id: str | None = None,
         utterance_id: str | None = None,
+        config: RunnableConfig | None = None,
+        context: ContextInput = None,
     ) -> AgentResult:
         """Run the agent on one input; raises :class:`~speech_hands.errors.AudioError` for bad audio.
-        Tool failures do not raise: they are in ``result.candidates[*].error`` and ``result.notes``."""
+        Tool failures do not raise: they are in ``result.candidates[*].error`` and ``result.notes``.
+
+        ``config``: a LangGraph / LangChain run config (callbacks, tags, metadata, run_name,
+        max_concurrency; its ``configurable.thread_id`` is used when ``thread_id`` is not given).
+        ``context``: per-run settings (:class:`~speech_hands.graphs.context.RunContext` or a dict:
+        n_best, k_samples, max_rewrites, interrupt_on, interrupt_below). A run paused for a person's
+        review returns with ``result.pending_review`` set; :meth:`resume` continues it."""
         loaded = self._prepare(audio, question, utterance_id)
-        graph, inputs, config = self._run(loaded, question, thread_id)
-        graph.invoke(inputs, config)
-        return self.result(config["configurable"]["thread_id"])
+        graph, inputs, run_config = self._run(loaded, question, thread_id, config)
+        tid = run_config["configurable"]["thread_id"]
+        graph.invoke(inputs, run_config, context=self._context(tid, context))
+        return self.result(tid)
+
+    def resume(
+        self,
+        thread_id: str,
+        action: str | None = None,
+        *,
+        config: RunnableConfig | None = None,
+        context: ContextInput = None,
+    ) -> AgentResult:
+        """Continue a run paused for review (``interrupt_on`` / ``interrupt_below``): ``action=None``
+        accepts the decision, ``"internal"`` / ``"external"`` / ``"rewrite"`` overrides it (LangGraph
+        ``Command(resume=...)``). The run's context is reused unless ``context`` is given."""
+        segmented = is_segmented_thread(self.checkpointer, thread_id)
+        graph = self.segmented_graph if segmented else self.graph
+        run_config = self._run_config(thread_id, config)
+        snapshot = graph.get_state(run_config, subgraphs=segmented)
+        pending = _interrupts(snapshot)
+        if not pending:
+            raise ConfigurationError(f"thread {thread_id!r} is not waiting for a review; nothing to resume")
+        answer = {"action": action}
+        resume = {i.id: answer for i in pending} if len(pending) > 1 else answer
+        found = as_context(context) if context is not None else self._contexts.get(thread_id)
+        graph.invoke(Command(resume=resume), run_config, context=found)
+        return self.result(thread_id)
 
     async def ainvoke(
         self,
@@ -263,10 +375,41 @@ class SpeechHands:
         *,
         thread_id: str | None = None,
         utterance_id: str | None = None,
+        config: RunnableConfig | None = None,
+        context: ContextInput = None,
     ) -> AgentResult:
-        """Async :meth:`invoke`. The backends are blocking CPU/GPU work, so the run happens in a worker
-        thread and the event loop stays free."""
-        return await asyncio.to_thread(self.invoke, audio, question, thread_id=thread_id, utterance_id=utterance_id)
+        """Async :meth:`invoke` on LangGraph's native ``ainvoke``: the graph's own async loop, with an
+        async checkpointer (``AsyncSqliteSaver`` on the same trace database, or the in-memory saver);
+        the blocking backends run in LangGraph's worker threads, so the event loop stays free. Long
+        audio (segment by segment) and a checkpointer without async methods run :meth:`invoke` in a
+        worker thread instead."""
+        loaded = await asyncio.to_thread(self._prepare, audio, question, utterance_id)
+        graph, inputs, run_config = self._run(loaded, question, thread_id, config)
+        tid = run_config["configurable"]["thread_id"]
+        found = self._context(tid, context)
+        if graph is self.graph:
+            async with self._async_graph() as native:
+                if native is not None:
+                    await native.ainvoke(inputs, run_config, context=found)
+                    return await asyncio.to_thread(self.result, tid)
+        await asyncio.to_thread(graph.invoke, inputs, run_config, context=found)
+        return await asyncio.to_thread(self.result, tid)
+
+    @contextlib.asynccontextmanager
+    async def _async_graph(self) -> AsyncIterator[CompiledStateGraph | None]:
+        """The routing graph over a checkpointer with native async methods (None: there is none)."""
+        if isinstance(self.checkpointer, InMemorySaver):
+            yield self.graph
+            return
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        if isinstance(self.checkpointer, SqliteSaver) and self._db_path not in (None, MEMORY):
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            async with AsyncSqliteSaver.from_conn_string(self._db_path) as saver:
+                yield self.graph.copy(update={"checkpointer": saver})
+            return
+        yield None
 
     def batch(
         self,
@@ -277,18 +420,25 @@ class SpeechHands:
         max_concurrency: int = 1,
         return_exceptions: bool = False,
         on_result: Callable[[int, AgentResult | BaseException], None] | None = None,
+        config: RunnableConfig | None = None,
+        context: ContextInput = None,
     ) -> list[AgentResult | BaseException]:
         """Run many inputs. ``max_concurrency`` inputs run at once (tools inside each run are already
         parallel; on a 2-core CPU 1 is usually fastest). ``on_result(index, result_or_error)`` is called
-        as each finishes (the CLI drives its progress bar with it)."""
+        as each finishes (the CLI drives its progress bar with it). ``config`` and ``context`` apply to
+        every input (each gets its own thread, so ``config`` must not name one)."""
         ids = list(utterance_ids) if utterance_ids is not None else [None] * len(inputs)
         if len(ids) != len(inputs):
             raise ValueError("utterance_ids must match inputs in length")
+        if (config or {}).get("configurable", {}).get("thread_id"):
+            raise ValueError("batch runs every input on its own thread; leave thread_id out of config")
         results: list[AgentResult | BaseException | None] = [None] * len(inputs)
 
         def one(i: int) -> None:
             try:
-                outcome: AgentResult | BaseException = self.invoke(inputs[i], question, utterance_id=ids[i])
+                outcome: AgentResult | BaseException = self.invoke(
+                    inputs[i], question, utterance_id=ids[i], config=config, context=context
+                )
             except Exception as exc:
                 if not return_exceptions:
                     raise
@@ -313,14 +463,30 @@ class SpeechHands:
         *,
         thread_id: str | None = None,
         utterance_id: str | None = None,
-    ) -> Iterator[StreamEvent]:
-        """Yield each node's update as it happens (LangGraph ``stream_mode="updates"``), then the result."""
+        config: RunnableConfig | None = None,
+        context: ContextInput = None,
+        stream_mode: str | Sequence[str] | None = None,
+        subgraphs: bool = False,
+    ) -> Iterator[Any]:
+        """Without ``stream_mode``: each node's update as a :class:`StreamEvent` as it happens (LangGraph
+        ``stream_mode="updates"``), then the result. With ``stream_mode`` (any of LangGraph's:
+        ``"updates"``, ``"values"``, ``"custom"``, ``"debug"``, ``"messages"``, ``"checkpoints"``,
+        ``"tasks"``, or a list of them) and / or ``subgraphs=True``: exactly what LangGraph's
+        ``graph.stream`` yields (``(mode, chunk)`` for a list, ``(namespace, ...)`` with subgraphs).
+        Custom chunks are the payloads of :mod:`speech_hands.graphs.events`."""
         loaded = self._prepare(audio, question, utterance_id)
-        graph, inputs, config = self._run(loaded, question, thread_id)
-        for chunk in graph.stream(inputs, config, stream_mode="updates"):
+        graph, inputs, run_config = self._run(loaded, question, thread_id, config)
+        tid = run_config["configurable"]["thread_id"]
+        found = self._context(tid, context)
+        if stream_mode is not None or subgraphs:
+            yield from graph.stream(
+                inputs, run_config, context=found, stream_mode=stream_mode or "updates", subgraphs=subgraphs
+            )
+            return
+        for chunk in graph.stream(inputs, run_config, context=found, stream_mode="updates"):
             for node, update in chunk.items():
                 yield StreamEvent(node=node, update=update if isinstance(update, dict) else None)
-        yield StreamEvent(node="result", result=self.result(config["configurable"]["thread_id"]))
+        yield StreamEvent(node="result", result=self.result(tid))
 
     # ------------------------------------------------------------------ reading traces
 
@@ -332,13 +498,19 @@ class SpeechHands:
         if not snapshot.values:
             raise ConfigurationError(f"no run recorded for thread {thread_id!r}")
         build = segmented_result_from_state if segmented else result_from_state
-        return build(
+        result = build(
             snapshot.values, thread_id=thread_id, checkpoint_id=snapshot.config["configurable"].get("checkpoint_id")
         )
+        pending = _interrupts(graph.get_state({"configurable": {"thread_id": thread_id}}, subgraphs=segmented))
+        if pending:
+            result = result.model_copy(update={"pending_review": pending[0].value})
+        return result
 
-    def trace(self, thread_id: str) -> DecisionTrace:
-        """The step-by-step decision history of the latest run on ``thread_id``."""
-        return read_trace(self.graph, thread_id, segmented=self.segmented_graph)
+    def trace(self, thread_id: str, checkpoint_id: str | None = None) -> DecisionTrace:
+        """The step-by-step decision history of the latest run on ``thread_id``, or of the run that
+        leads to ``checkpoint_id``: the chain of parent checkpoints, so a forked thread (time travel,
+        ``update_state``) shows the one branch that leads there."""
+        return read_trace(self.graph, thread_id, segmented=self.segmented_graph, checkpoint_id=checkpoint_id)
 
     def threads(self, limit: int = 20) -> list[str]:
         """Recent thread ids in the checkpointer, newest first."""

@@ -40,7 +40,7 @@ import numpy as np
 
 from speech_hands.audio import SAMPLE_RATE, AudioInput
 from speech_hands.backends.loading import OptionalExtra, model_name
-from speech_hands.errors import ConfigurationError, ModelOutputError, ToolFailure
+from speech_hands.errors import ConfigurationError, ModelOutputError, RemoteUnavailable, ToolFailure
 from speech_hands.prompts import asr_transcription_prompt, audioqa_answer_prompt
 from speech_hands.reflection import action_tokens as at
 from speech_hands.reflection.base import ReflectionInput
@@ -100,6 +100,7 @@ class HTTPClient:
         import httpx
 
         last = ""
+        unreachable = False  # the last failure was the connection itself (worth a retry by the graph)
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -107,13 +108,13 @@ class HTTPClient:
             try:
                 response = self._http.post(path, json=json, files=files, data=data)
             except httpx.TimeoutException:
-                last = f"no answer within {self.timeout_s} s"
+                last, unreachable = f"no answer within {self.timeout_s} s", True
                 continue
             except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                last, unreachable = f"{type(exc).__name__}: {exc}", True
                 continue
             if response.status_code in RETRY_STATUS:
-                last = f"HTTP {response.status_code}: {response.text[:300]}"
+                last, unreachable = f"HTTP {response.status_code}: {response.text[:300]}", False
                 continue
             if response.status_code >= 400:
                 raise ToolFailure(f"{self.base_url}{path} answered HTTP {response.status_code}: {response.text[:500]}")
@@ -121,7 +122,8 @@ class HTTPClient:
                 return response.json()
             except ValueError as exc:
                 raise ToolFailure(f"{self.base_url}{path} answered non-JSON: {response.text[:200]!r}") from exc
-        raise ToolFailure(f"{self.base_url}{path} failed after {self.max_retries + 1} attempts (last: {last})")
+        failure = RemoteUnavailable if unreachable else ToolFailure
+        raise failure(f"{self.base_url}{path} failed after {self.max_retries + 1} attempts (last: {last})")
 
     def close(self) -> None:
         self._http.close()
@@ -129,6 +131,9 @@ class HTTPClient:
 
 class OpenAIServerOmni:
     """The omni role served over an OpenAI-compatible chat API (see module docstring)."""
+
+    #: reached over the network: the graph's nodes that call it retry on connection errors
+    remote = True
 
     #: checked by assembly before constructing
     requires = (HTTPX,)
@@ -267,6 +272,8 @@ class OpenAIServerOmni:
 
 class OpenAIServerASR:
     """An ASR tool over ``POST /v1/audio/transcriptions`` (1-best: the API returns one transcript)."""
+
+    remote = True
 
     requires = (HTTPX,)
 

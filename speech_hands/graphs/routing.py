@@ -64,11 +64,22 @@ from functools import wraps
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send
+from langgraph.types import CachePolicy, RetryPolicy, Send, interrupt
 
 from speech_hands.audio import MIN_SPEECH_S, SAMPLE_RATE, AudioStore, speech_seconds
 from speech_hands.backends.base import OmniBackend
+from speech_hands.errors import ConfigurationError
 from speech_hands.graphs.calls import ToolBusy, ToolCalls, ToolTimeout
+from speech_hands.graphs.context import RunContext, run_settings
+from speech_hands.graphs.events import (
+    DecisionEvent,
+    ReviewRequest,
+    RewriteEvent,
+    ToolFinished,
+    ToolStarted,
+    VoteEvent,
+    emit,
+)
 from speech_hands.graphs.state import PerceiveTask, ReflectTask, RoutingState, StateView
 from speech_hands.graphs.tools import PerceptionTool, implausible
 from speech_hands.reflection.base import ReflectionInput
@@ -126,6 +137,66 @@ class RoutingSettings:
     seed: int = 0
     weighted_vote: bool = True
     detect_speech: bool = True
+    #: ask a person (LangGraph ``interrupt``) before following these actions' edges ...
+    interrupt_on: tuple[Action, ...] = ()
+    #: ... or a decision whose own probability is below this
+    interrupt_below: float | None = None
+    #: attempts of a node that calls a remote backend, when the call fails with a connection error
+    retry_attempts: int = 3
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """A failure worth retrying: the backend could not be reached (not a bad answer, not a time-out)."""
+    return isinstance(exc, ConnectionError)
+
+
+def node_attempt() -> int:
+    """The attempt (1-based) of the node running now, as LangGraph's retry policy counts it."""
+    from langgraph.runtime import get_runtime
+
+    try:
+        info = get_runtime().execution_info
+    except (RuntimeError, AttributeError):
+        return 1
+    return info.node_attempt if info is not None else 1
+
+
+def perception_cache_key(task: PerceiveTask) -> str:
+    """The ``CachePolicy`` key of one perception call: tool, audio (sha256), question and N-best size."""
+    audio = task.get("audio") or {}
+    identity = audio.get("sha256") or f"id:{audio.get('id')}"
+    return f"{task.get('tool')}|{identity}|{task.get('n_best')}|{task.get('question') or ''}"
+
+
+def review_reason(decided: Reflection, settings: RoutingSettings) -> str | None:
+    """Why a person is asked to confirm ``decided`` (None: they are not)."""
+    if decided.action in settings.interrupt_on:
+        return f"{decided.action.token} is in interrupt_on"
+    chosen = decided.probs.get(decided.action, 0.0)
+    if settings.interrupt_below is not None and chosen < settings.interrupt_below:
+        return f"P({decided.action.token}) = {chosen:.3f} is below interrupt_below = {settings.interrupt_below}"
+    return None
+
+
+def review_answer(value: Any) -> Action | None:
+    """The action a person chose when resuming (``Command(resume=...)``): ``None`` / ``"accept"`` /
+    ``{"action": None}`` accept the decision; ``"external"``, ``"<external>"``, ``{"action": "external"}``
+    override it."""
+    if isinstance(value, Mapping):
+        value = value.get("action")
+    if value is None or isinstance(value, Action):
+        return value
+    if isinstance(value, str):
+        if value.strip().lower() in ("", "accept", "ok", "yes"):
+            return None
+        try:
+            return Action.from_token(value)
+        except ValueError:
+            pass
+    raise ConfigurationError(
+        f"cannot resume with {value!r}: give None or 'accept' to keep the decision, or one of "
+        "'internal', 'external', 'rewrite' to override it"
+    )
 
 
 @dataclass(frozen=True)
@@ -174,12 +245,18 @@ def _timed(node: str, fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[s
     return wrapper
 
 
-def _assemble(nodes: Mapping[str, Callable[..., Any]], branches: Mapping[str, Callable[..., Any]]) -> StateGraph:
+def _assemble(
+    nodes: Mapping[str, Callable[..., Any]],
+    branches: Mapping[str, Callable[..., Any]],
+    policies: Mapping[str, Mapping[str, Any]] | None = None,
+) -> StateGraph:
     """The graph of :data:`NODE_INPUTS`, :data:`EDGES` and :data:`BRANCHES` over the given node and
-    edge functions: the one place the wiring is written, for the real graph and its shape alike."""
-    graph = StateGraph(RoutingState)
+    edge functions: the one place the wiring is written, for the real graph and its shape alike.
+    ``policies``: per node, its ``retry_policy`` / ``cache_policy`` (LangGraph's own)."""
+    graph = StateGraph(RoutingState, context_schema=RunContext)
     for name, input_schema in NODE_INPUTS.items():
-        graph.add_node(name, _timed(name, nodes[name]), input_schema=input_schema)
+        extra = dict((policies or {}).get(name, {}))
+        graph.add_node(name, _timed(name, nodes[name]), input_schema=input_schema, **extra)
     for source, target in EDGES:
         graph.add_edge(source, target)
     for source, targets in BRANCHES.items():
@@ -222,6 +299,7 @@ class RoutingGraph:
         self.store = store
         self.calls = calls or ToolCalls()
         self.settings = settings or RoutingSettings()
+        self.remote_omni = bool(getattr(omni, "remote", False))
 
     # ----------------------------------------------------------------- helpers over the state
 
@@ -274,10 +352,16 @@ class RoutingGraph:
     def perceive(self, task: PerceiveTask) -> dict[str, Any]:
         tool = self.tools[task["tool"]]
         started = time.perf_counter()
-        args = {"audio": task["audio"], "question": task.get("question"), "n_best": self.settings.n_best}
+        n_best = task.get("n_best") or run_settings(self.settings).n_best
+        args = {"audio": task["audio"], "question": task.get("question"), "n_best": n_best}
         timeout = self.settings.tool_timeout_s
+        audio_id = str(task["audio"].get("id"))
+        emit(ToolStarted(tool=tool.name, role=tool.role, n_best=n_best, audio_id=audio_id))
         try:
-            output = ToolOutput.model_validate(self.calls.call(tool.name, tool.tool.invoke, args, timeout_s=timeout))
+            # the node's config (callbacks, tags, metadata) goes with the call into the tool's own thread,
+            # so the tool's run is a child of this node's run
+            raw = self.calls.call(tool.name, tool.tool.invoke, args, _node_config(), timeout_s=timeout)
+            output = ToolOutput.model_validate(raw)
             duration = StateView(task).audio.duration_s
             note = [
                 f"tool {tool.name}: set aside an implausible candidate ({implausible(h.text, tool.kind, duration)}): "
@@ -293,10 +377,28 @@ class RoutingGraph:
             why = f"timed out after {timeout} s" if isinstance(exc, ToolTimeout) else f"is busy ({exc})"
             note = [f"tool {tool.name} {why}; routing goes on without it"]
         except Exception as exc:  # a failing tool never crashes the graph
+            if tool.remote and self._retry(exc):
+                raise  # LangGraph's RetryPolicy runs this branch again
             error = ToolError(type=type(exc).__name__, message=str(exc) or repr(exc))
             output = self._failed(tool, error, started)
             note = [f"tool {tool.name} failed ({error.type}: {error.message}); routing goes on without it"]
+        emit(
+            ToolFinished(
+                tool=tool.name,
+                role=tool.role,
+                elapsed_s=round(time.perf_counter() - started, 4),
+                ok=output.ok,
+                n_hypotheses=len(output.hypotheses),
+                top=output.top.text if output.top is not None else None,
+                error=f"{output.error.type}: {output.error.message}" if output.error else None,
+            )
+        )
         return {"outputs": [output.model_dump(mode="json")], "notes": note}
+
+    def _retry(self, exc: BaseException) -> bool:
+        """Whether a remote call that raised ``exc`` is retried by the node's ``RetryPolicy``: a
+        connection error with attempts left (the last attempt records the failure instead)."""
+        return is_connection_error(exc) and node_attempt() < self.settings.retry_attempts
 
     @staticmethod
     def _failed(tool: PerceptionTool, error: ToolError, started: float) -> ToolOutput:
@@ -318,6 +420,8 @@ class RoutingGraph:
         try:
             reflection = _checked_reflection(self.omni.reflect(inp, sample=n_samples > 1))
         except Exception as exc:  # a failing (or nonsense-returning) model costs the decision, never the candidates
+            if self.remote_omni and self._retry(exc):
+                raise  # LangGraph's RetryPolicy runs this draw again
             why = f"reflection failed ({type(exc).__name__}: {exc or repr(exc)}); kept the internal prediction"
             notes.append(why if n_samples == 1 else f"draw {index}: {why}")
             log.warning("%s", notes[-1], exc_info=exc)
@@ -329,24 +433,63 @@ class RoutingGraph:
         return {"samples": [reflection.model_dump(mode="json")], "notes": notes}
 
     def vote(self, state: RoutingState) -> dict[str, Any]:
-        """The round's decision (the single draw, or the majority over the k draws) and its route."""
+        """The round's decision (the single draw, or the majority when k > 1) and its route; a person
+        is asked first (LangGraph ``interrupt``) when ``interrupt_on`` / ``interrupt_below`` say so."""
         view = StateView(state)
+        settings = run_settings(self.settings)
         draws = sorted((d for d in view.samples if d.round == view.round), key=lambda d: d.sample_index)
         update: dict[str, Any] = {}
+        notes: list[str] = []
         if len(draws) == 1:
             decided = draws[0]
         else:
             result = majority_vote(draws, weighted=self.settings.weighted_vote)
             decided = result.decision
             update["votes"] = [{**result.model_dump(mode="json"), "round": view.round}]
-        route = route_decision(decided, rewrites_done=len(view.rewrites), max_rewrites=self.settings.max_rewrites)
+            tally = {k: round(v, 6) for k, v in result.tally.items()}
+            emit(VoteEvent(round=view.round, tally=tally, winner=result.key, tie_broken_by=result.tie_broken_by))
+        route = route_decision(decided, rewrites_done=len(view.rewrites), max_rewrites=settings.max_rewrites)
+        reviewed = False
+        if (why := review_reason(decided, settings)) is not None:
+            request = ReviewRequest(
+                round=view.round,
+                action=decided.action.value,
+                probs={a.value: p for a, p in decided.probs.items()},
+                policy=decided.policy,
+                route=route.node,
+                why=why,
+                candidates={o.tool: o.top.text for o in view.outputs if o.top is not None},
+            )
+            chosen = review_answer(interrupt(request.model_dump(mode="json")))
+            reviewed = True
+            if chosen is None or chosen is decided.action:
+                notes.append(f"a person accepted {decided.action.token} ({why})")
+            else:
+                notes.append(f"a person overrode {decided.action.token} with {chosen.token} ({why})")
+                decided = decided.model_copy(
+                    update={"action": chosen, "policy": f"{decided.policy}+review", "rationale": why}
+                )
+                route = route_decision(decided, rewrites_done=len(view.rewrites), max_rewrites=settings.max_rewrites)
         update |= {
             "reflections": [decided.model_dump(mode="json")],
             "action": decided.action.value,
             "route": route.node,
         }
         if route.note:
-            update["notes"] = [route.note]
+            notes.append(route.note)
+        if notes:
+            update["notes"] = notes
+        emit(
+            DecisionEvent(
+                round=view.round,
+                action=decided.action.value,
+                probs={a.value: p for a, p in decided.probs.items()},
+                policy=decided.policy,
+                route=route.node,
+                n_draws=len(draws),
+                reviewed=reviewed,
+            )
+        )
         return update
 
     def use_internal(self, state: RoutingState) -> dict[str, Any]:
@@ -383,10 +526,14 @@ class RoutingGraph:
 
     def rewrite(self, state: RoutingState) -> dict[str, Any]:
         inp = self._reflection_input(StateView(state))
+        candidates = [o.top.text for o in inp.all_candidates() if o.top is not None]
         try:
             hypothesis = self.omni.rewrite(inp)
         except Exception as exc:  # keep what we have: the (latest) internal prediction
+            if self.remote_omni and self._retry(exc):
+                raise  # LangGraph's RetryPolicy runs the rewrite again
             error = f"{type(exc).__name__}: {exc or repr(exc)}"
+            emit(RewriteEvent(round=inp.round + 1, strategy="", text="", n_candidates=0, error=error))
             log.warning("rewrite failed (%s); kept the internal prediction", error, exc_info=exc)
             return {"rewrite_error": error, "notes": [f"rewrite failed ({error}); kept the internal prediction"]}
         notes = []
@@ -400,6 +547,15 @@ class RoutingGraph:
             confidence=math.exp(hypothesis.score) if hypothesis.score is not None else None,
         )
         update: dict[str, Any] = {"rewrites": [record.model_dump(mode="json")], "round": inp.round + 1}
+        emit(
+            RewriteEvent(
+                round=record.round,
+                strategy=record.strategy,
+                text=record.text,
+                n_candidates=record.n_candidates,
+                candidates=candidates,
+            )
+        )
         if notes:
             update["notes"] = notes
         return update
@@ -415,8 +571,11 @@ class RoutingGraph:
         """One perception branch per tool, or straight to ``finish`` when ``prepare`` skipped the run."""
         if state.get("skipped_reason"):
             return "finish"
+        n_best = run_settings(self.settings).n_best
         return [
-            Send("perceive", PerceiveTask(tool=name, audio=state["audio"], question=state.get("question")))
+            Send(
+                "perceive", PerceiveTask(tool=name, audio=state["audio"], question=state.get("question"), n_best=n_best)
+            )
             for name in self.tools
         ]
 
@@ -433,7 +592,7 @@ class RoutingGraph:
         return self._reflection_draws(state)
 
     def _reflection_draws(self, state: RoutingState) -> list[Send]:
-        k = self.settings.k_samples
+        k = run_settings(self.settings).k_samples
         snapshot = {key: state.get(key) for key in ("audio", "question", "outputs", "rewrites", "round")}
         return [Send("reflect", ReflectTask(sample_index=i, n_samples=k, state=snapshot)) for i in range(k)]
 
@@ -457,7 +616,32 @@ class RoutingGraph:
             "vote": follow_route,
             "rewrite": self.after_rewrite,
         }
-        return _assemble(nodes, branches)
+        return _assemble(nodes, branches, self.policies())
+
+    def policies(self) -> dict[str, dict[str, Any]]:
+        """LangGraph node policies: ``perceive`` is cached on (tool, audio sha256, question, N-best size)
+        when the graph is compiled with a cache (``compile(cache=InMemoryCache())``); the nodes that call
+        a remote backend retry on connection errors (``RetryPolicy``), ``retry_attempts`` attempts."""
+        retry = RetryPolicy(max_attempts=self.settings.retry_attempts, retry_on=is_connection_error)
+        policies: dict[str, dict[str, Any]] = {"perceive": {"cache_policy": CachePolicy(key_func=perception_cache_key)}}
+        if any(t.remote for t in self.tools.values()):
+            policies["perceive"]["retry_policy"] = retry
+        if self.remote_omni:
+            policies["reflect"] = {"retry_policy": retry}
+            policies["rewrite"] = {"retry_policy": retry}
+        return policies
+
+
+def _node_config() -> dict[str, Any] | None:
+    """The running node's config (None outside a run), handed explicitly to the tool it calls."""
+    from langgraph.config import get_config
+
+    try:
+        config = get_config()
+    except RuntimeError:
+        return None
+    # the tool's run takes its own name and id; everything else (callbacks, tags, metadata) is inherited
+    return {k: v for k, v in config.items() if k not in ("run_name", "run_id")}
 
 
 def _checked_reflection(value: Any) -> Reflection:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -54,6 +54,7 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (JSON schemas)
 
 from speech_hands.audio import SAMPLE_RATE, SEGMENT_S, AudioInput, AudioStore, audio_segment
 from speech_hands.backends.windows import speech_segments, split_in_two

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
+
+from typing_extensions import NotRequired, TypedDict  # pydantic needs it on Python < 3.12 (JSON schemas)
 
 from speech_hands.types import (
     Action,
@@ -62,6 +64,7 @@ class PerceiveTask(TypedDict):
     tool: str
     audio: dict[str, Any]
     question: str | None
+    n_best: NotRequired[int]  # the run's N-best size (part of the perception cache key)
 
 
 class ReflectTask(TypedDict):

@@ -59,6 +59,7 @@ class PerceptionTool:
     tool: StructuredTool
     role: ToolRole
     kind: ToolKind
+    remote: bool = False  # the backend is reached over the network (its node retries on connection errors)
 
     @property
     def name(self) -> str:
@@ -102,7 +103,7 @@ def asr_tool(backend: ASRBackend, store: AudioStore, *, role: ToolRole = "extern
         description=f"Speech recognition with {backend.name}: returns an N-best list of transcripts, best first.",
         args_schema=PerceptionRequest,
     )
-    return PerceptionTool(tool=tool, role=role, kind="asr")
+    return PerceptionTool(tool=tool, role=role, kind="asr", remote=bool(getattr(backend, "remote", False)))
 
 
 def caption_tool(backend: CaptionBackend, store: AudioStore, *, role: ToolRole = "external") -> PerceptionTool:
@@ -114,7 +115,7 @@ def caption_tool(backend: CaptionBackend, store: AudioStore, *, role: ToolRole =
         description=f"Audio captioning / question answering with {backend.name}.",
         args_schema=PerceptionRequest,
     )
-    return PerceptionTool(tool=tool, role=role, kind="caption")
+    return PerceptionTool(tool=tool, role=role, kind="caption", remote=bool(getattr(backend, "remote", False)))
 
 
 def omni_predict_tool(omni: OmniBackend, store: AudioStore) -> PerceptionTool:
@@ -126,7 +127,7 @@ def omni_predict_tool(omni: OmniBackend, store: AudioStore) -> PerceptionTool:
         description=f"The omni model {omni.name}'s own prediction (internal), before reflection.",
         args_schema=PerceptionRequest,
     )
-    return PerceptionTool(tool=tool, role="internal", kind=omni.kind)
+    return PerceptionTool(tool=tool, role="internal", kind=omni.kind, remote=bool(getattr(omni, "remote", False)))
 
 
 def as_tool(backend: ASRBackend | CaptionBackend, store: AudioStore, *, role: ToolRole = "external") -> PerceptionTool:

@@ -1,9 +1,12 @@
 """Reading a thread's checkpoints back as a decision trace.
 
-The checkpointer stores a snapshot after every super-step. Walking ``get_state_history`` oldest first
-and listing the tasks each step ran (with what they wrote) gives the route that was taken and why:
-which tools answered (or failed), the action probabilities of every draw, the vote, the rewrites.
-No model is re-run.
+The checkpointer stores a snapshot after every super-step. Following the chain of parent checkpoints
+(``parent_config``) back from the latest one (or a chosen one) to the run's input, and listing the tasks
+each step ran (with what they wrote), gives the route that was taken and why: which tools answered (or
+failed), the action probabilities of every draw, the vote, the rewrites. No model is re-run. Because the
+trace follows parents rather than time, a thread forked by time travel (``update_state`` on an older
+checkpoint, then running on) shows the one branch that leads to the chosen checkpoint: a step whose
+successor in the chain is not its own ``loop`` step (an ``update`` or ``fork``) did not lead there.
 
 A long input routed segment by segment (:mod:`speech_hands.graphs.segments`) leaves the segmenting
 graph's steps in the thread, and each segment's routing run under the namespace recorded in its
@@ -64,13 +67,20 @@ class DecisionTrace(BaseModel):
 
 
 def read_trace(
-    graph: CompiledStateGraph, thread_id: str, *, segmented: CompiledStateGraph | None = None
+    graph: CompiledStateGraph,
+    thread_id: str,
+    *,
+    segmented: CompiledStateGraph | None = None,
+    checkpoint_id: str | None = None,
 ) -> DecisionTrace:
     """The decision trace of the LATEST run on ``thread_id`` (a thread reused for several runs keeps
     all of them in its history; this returns the last one). ``graph`` is the routing graph (or its
     shape) over the checkpointer; a thread of the segmenting graph is read with ``segmented`` (default:
-    its shape over the same checkpointer), each segment's run with ``graph``."""
-    config = {"configurable": {"thread_id": thread_id}}
+    its shape over the same checkpointer), each segment's run with ``graph``. ``checkpoint_id``: the run
+    that leads to that checkpoint (default: the latest)."""
+    config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
+    if checkpoint_id is not None:
+        config["configurable"]["checkpoint_id"] = checkpoint_id
     if graph.checkpointer is not None and is_segmented_thread(graph.checkpointer, thread_id):
         outer = segmented or segmented_shape().compile(checkpointer=graph.checkpointer)
         trace = _read_run(outer, config, thread_id, segmented_result_from_state)
@@ -84,7 +94,7 @@ def read_trace(
                     checkpoint_ns=s.checkpoint_ns,
                     steps=_read_run(
                         graph,
-                        {"configurable": {"thread_id": thread_id, "checkpoint_ns": s.checkpoint_ns}},
+                        {"configurable": {"thread_id": thread_id, "checkpoint_ns": s.checkpoint_ns}},  # latest
                         thread_id,
                         None,
                     ).steps
@@ -99,15 +109,14 @@ def read_trace(
 
 def _read_run(graph: CompiledStateGraph, config: dict[str, Any], thread_id: str, build: Any) -> DecisionTrace:
     """The steps of the latest run in one namespace of a thread, and its result (``build``; None: none)."""
-    history = list(graph.get_state_history(config))
-    if not history:
+    run = _branch(graph, config)
+    if not run:
         raise SpeechHandsError(f"no trace for thread {thread_id!r} in this checkpointer; check the id and --trace-db")
-    history.reverse()  # oldest first
-    # A run starts at an input checkpoint (source == "input"); keep the last run only.
-    starts = [i for i, snap in enumerate(history) if (snap.metadata or {}).get("source") == "input"]
-    run = history[starts[-1] :] if starts else history
     steps: list[TraceStep] = []
-    for snap in run:
+    for i, snap in enumerate(run):
+        following = run[i + 1] if i + 1 < len(run) else None
+        if following is not None and (following.metadata or {}).get("source") != "loop":
+            continue  # its tasks' writes led elsewhere (the branch goes on from an update / fork)
         tasks = [t for t in snap.tasks if t.name != "__start__"]
         if not tasks:
             continue
@@ -127,6 +136,31 @@ def _read_run(graph: CompiledStateGraph, config: dict[str, Any], thread_id: str,
     if build is not None and not final.next and final.values.get("audio") is not None:
         result = build(final.values, thread_id=thread_id, checkpoint_id=final.config["configurable"]["checkpoint_id"])
     return DecisionTrace(thread_id=thread_id, steps=steps, result=result)
+
+
+def _branch(graph: CompiledStateGraph, config: dict[str, Any]) -> list[Any]:
+    """The snapshots of one run, oldest first: from the chosen (default: latest) checkpoint back along
+    ``parent_config`` to the run's input checkpoint (``source == "input"``)."""
+    configurable = config["configurable"]
+    wanted = configurable.get("checkpoint_id")
+    listing = {k: v for k, v in configurable.items() if k != "checkpoint_id"}
+    by_id = {
+        snap.config["configurable"]["checkpoint_id"]: snap
+        for snap in graph.get_state_history({"configurable": listing})
+    }
+    if not by_id:
+        return []
+    if wanted is not None and wanted not in by_id:
+        raise SpeechHandsError(f"no checkpoint {wanted!r} in thread {configurable.get('thread_id')!r}")
+    latest = by_id[wanted] if wanted is not None else next(iter(by_id.values()))  # history is newest first
+    chain = [latest]
+    while (chain[-1].metadata or {}).get("source") != "input" and chain[-1].parent_config is not None:
+        parent = by_id.get(chain[-1].parent_config["configurable"].get("checkpoint_id"))
+        if parent is None:
+            break
+        chain.append(parent)
+    chain.reverse()
+    return chain
 
 
 def _jsonable(value: Any) -> Any:
