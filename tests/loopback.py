@@ -10,13 +10,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @contextmanager
-def serve(handle: Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict]]):
-    """A ThreadingHTTPServer on 127.0.0.1 (free port) answering every POST with ``handle``."""
+def serve(handle: Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict] | None]):
+    """A ThreadingHTTPServer on 127.0.0.1 (free port) answering every POST with ``handle``; a ``handle``
+    returning None drops the connection without an answer (a connection error for the client)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, payload = handle(self, body)
+            answer = handle(self, body)
+            if answer is None:
+                self.close_connection = True
+                return
+            status, payload = answer
             data = json.dumps(payload).encode()
             try:
                 self.send_response(status)

@@ -479,6 +479,10 @@ class SpeechHands:
         tid = run_config["configurable"]["thread_id"]
         found = self._context(tid, context)
         if stream_mode is not None or subgraphs:
+            if graph is self.segmented_graph:
+                # streaming the segments' own chunks (subgraphs, custom, several modes) takes one LangGraph
+                # worker of the outer run: without one more, the first segment would wait for it forever
+                run_config["max_concurrency"] = run_config.get("max_concurrency", 1) + 1
             yield from graph.stream(
                 inputs, run_config, context=found, stream_mode=stream_mode or "updates", subgraphs=subgraphs
             )
@@ -497,13 +501,16 @@ class SpeechHands:
         snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
         if not snapshot.values:
             raise ConfigurationError(f"no run recorded for thread {thread_id!r}")
-        build = segmented_result_from_state if segmented else result_from_state
-        result = build(
-            snapshot.values, thread_id=thread_id, checkpoint_id=snapshot.config["configurable"].get("checkpoint_id")
-        )
+        values = dict(snapshot.values)
         pending = _interrupts(graph.get_state({"configurable": {"thread_id": thread_id}}, subgraphs=segmented))
-        if pending:
-            result = result.model_copy(update={"pending_review": pending[0].value})
+        review = pending[0].value if pending else None
+        if review is not None and not values.get("action") and not values.get("skipped_reason"):
+            why = review.get("why") if isinstance(review, Mapping) else None
+            values["skipped_reason"] = f"paused for a person's review ({why}); resume with SpeechHands.resume"
+        build = segmented_result_from_state if segmented else result_from_state
+        result = build(values, thread_id=thread_id, checkpoint_id=snapshot.config["configurable"].get("checkpoint_id"))
+        if review is not None:
+            result = result.model_copy(update={"pending_review": review})
         return result
 
     def trace(self, thread_id: str, checkpoint_id: str | None = None) -> DecisionTrace:
