@@ -120,7 +120,7 @@ def test_default_stream_is_unchanged(tmp_path, speech_like):
     agent, _, _ = make_agent(ScriptedPolicy([Action.INTERNAL]), tmp_path)
     with agent:
         events = list(agent.stream(speech_like))
-    assert [e.node for e in events][0] == "prepare" and events[-1].node == "result"
+    assert events[0].node == "prepare" and events[-1].node == "result"
     assert events[-1].result is not None and events[-1].result.answer == INTERNAL_TEXT[0]
 
 
