@@ -183,5 +183,5 @@ def test_langgraph_dev_runs_the_real_default_agent(server, shared_data, dev_refe
     assert {o["role"] for o in state["outputs"]} == {"internal", "external"}
 
     bad = client.threads.create()
-    with pytest.raises(Exception, match="audio file not found: /no/such.flac"):
+    with pytest.raises(Exception, match=r"audio file not found: /no/such\.flac"):
         client.runs.wait(bad["thread_id"], "speech_hands", input={"audio": "/no/such.flac"})
