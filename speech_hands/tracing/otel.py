@@ -77,6 +77,7 @@ class OTelCallbackHandler(BaseCallbackHandler):
         self._parents: dict[UUID, UUID | None] = {}
         self._spans: dict[UUID, Any] = {}
         self._root: UUID | None = None
+        self._interrupted = False  # a node paused the run (LangGraph interrupt)
 
     # ------------------------------------------------------------------ helpers
 
@@ -140,7 +141,10 @@ class OTelCallbackHandler(BaseCallbackHandler):
             if run_id == self._root:
                 self._end_open_children()
                 values = outputs if isinstance(outputs, dict) else {}
-                self._end(run_id, {"output.value": values.get("answer"), "speech_hands.action": values.get("action")})
+                attributes = {"output.value": values.get("answer"), "speech_hands.action": values.get("action")}
+                if self._interrupted:
+                    attributes["speech_hands.interrupted"] = True
+                self._end(run_id, attributes)
                 return
             attributes = _decision_attributes(outputs) or _rewrite_attributes(outputs)
             self._end(run_id, attributes)
@@ -150,6 +154,7 @@ class OTelCallbackHandler(BaseCallbackHandler):
 
         with self._lock:
             if isinstance(error, GraphBubbleUp):  # an interrupt: the run pauses, nothing failed
+                self._interrupted = True
                 if run_id == self._root:
                     self._end_open_children()
                 self._end(run_id, {"speech_hands.interrupted": True})
