@@ -6,7 +6,8 @@ every later call, healthy tools included, waits in the queue and times out, and 
 exits because the pool's threads are joined at exit. Here instead:
 
 - every call runs in its own daemon thread (the process can always exit), started with a copy of
-  the caller's context variables (LangGraph's run config and callbacks reach the tool);
+  the caller's context variables; the graph also passes the node's run config to the tool
+  explicitly (``tool.invoke(args, config)``), so its callbacks, tags and metadata reach the tool run;
 - a tool whose call timed out and is still running is *isolated*: until that call returns, a new
   call to the same tool fails at once with :class:`ToolBusy` instead of starting a second thread
   that would hang too. Other tools are never affected.

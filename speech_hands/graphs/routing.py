@@ -47,6 +47,15 @@ answer. Either way the candidates already perceived are kept. A policy or rewrit
 back to another one (its name holds ``(fallback:``, e.g. the learned reflector on audio it cannot
 score) is noted too: no fallback is silent.
 
+LangGraph's own machinery carries the rest (docs/langgraph.md): per-run settings come from the run's
+context (``context_schema`` = :class:`~speech_hands.graphs.context.RunContext`: n_best, k_samples,
+max_rewrites, interrupt_on, interrupt_below); ``vote`` calls ``interrupt()`` before following a decision
+a person should confirm (``Command(resume={"action": ...})`` accepts or overrides it); nodes write
+typed custom stream events (:mod:`speech_hands.graphs.events`: tool started / finished, decision,
+vote, rewrite); ``perceive`` has a ``CachePolicy`` keyed on (tool, audio sha256, question, n_best), and
+the nodes calling a remote backend a ``RetryPolicy`` on connection errors (:meth:`RoutingGraph.policies`);
+each tool is invoked with its node's config, so callbacks see one tool run per perception call.
+
 Every node writes its own timing, and failures are recorded in the state (``outputs[*].error``,
 ``notes``) instead of raised, so a trace read back from the checkpointer answers "why this route"
 without re-running anything. :func:`graph_shape` builds the same nodes and edges with no backends
