@@ -6,6 +6,8 @@ types. Everything else lives in sub-packages (``backends``, ``reflection``, ``gr
 
 from speech_hands.agent import AgentConfig, SpeechHands, StreamEvent
 from speech_hands.errors import AudioError, ConfigurationError, SpeechHandsError
+from speech_hands.graphs.context import RunContext
+from speech_hands.graphs.events import parse_event
 from speech_hands.types import Action, AgentResult, AudioRef, Hypothesis, Reflection, ToolOutput
 
 __version__ = "0.1.0"
@@ -19,9 +21,11 @@ __all__ = [
     "ConfigurationError",
     "Hypothesis",
     "Reflection",
+    "RunContext",
     "SpeechHands",
     "SpeechHandsError",
     "StreamEvent",
     "ToolOutput",
     "__version__",
+    "parse_event",
 ]

@@ -83,6 +83,18 @@ def test_bad_input_fails_with_a_clear_error(graph, payload, message):
         run(graph, payload)
 
 
+def test_a_review_pauses_the_server_graph_and_a_command_resumes_it(graph, shared_data):
+    from langgraph.types import Command
+
+    context = {"interrupt_on": ["external"]}
+    paused = run(graph, {"audio": str(dev_flac(UTT))}, "review", context=context)
+    (request,) = paused["__interrupt__"]
+    assert request.value["action"] == "external" and request.value["event"] == "review"
+    done = run(graph, Command(resume={"action": "internal"}), "review", context=context)
+    assert done["answer"] == "a b c" and done["action"] == "internal"
+    assert any("overrode <external> with <internal>" in n for n in done["notes"])
+
+
 def test_long_audio_goes_through_the_segmenting_subgraph(graph, tmp_path, shared_data):
     import numpy as np
     from helpers import write_wav
