@@ -49,10 +49,11 @@ $(EXTRAS_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(EXTRAS_VENV)
 	$(EXTRAS_VENV)/bin/pip install -q --upgrade pip
 	$(EXTRAS_VENV)/bin/pip install -q "$(TORCH_PIN)"
-	$(EXTRAS_VENV)/bin/pip install -q -e ".[dev,omni,nemo,server]" "$(TORCH_PIN)"
+	$(EXTRAS_VENV)/bin/pip install -q -e ".[test,omni,nemo,server]" "$(TORCH_PIN)"
 	touch $@
 
-# exactly the tests marked `extras` (tests/backends/extras/ and the contract suite's heavy backends)
+# exactly the tests marked `extras` (tests/backends/extras/ and the contract suite's heavy backends); the
+# LangGraph server and OpenTelemetry tests run in `make test` (the dev extra), not here
 test-extras: $(EXTRAS_VENV)/.installed
 	$(EXTRAS_PY) -m pytest -p no:cacheprovider -m extras
 
