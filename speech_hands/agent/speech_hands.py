@@ -498,11 +498,11 @@ class SpeechHands:
         """The result of the latest run on ``thread_id``, read back from the checkpointer."""
         segmented = is_segmented_thread(self.checkpointer, thread_id)
         graph = self.segmented_graph if segmented else self.graph
-        snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
+        snapshot = graph.get_state({"configurable": {"thread_id": thread_id}}, subgraphs=segmented)
         if not snapshot.values:
             raise ConfigurationError(f"no run recorded for thread {thread_id!r}")
         values = dict(snapshot.values)
-        pending = _interrupts(graph.get_state({"configurable": {"thread_id": thread_id}}, subgraphs=segmented))
+        pending = _interrupts(snapshot)
         review = pending[0].value if pending else None
         if review is not None and not values.get("action") and not values.get("skipped_reason"):
             why = review.get("why") if isinstance(review, Mapping) else None
