@@ -378,3 +378,14 @@ def test_ainvoke_with_the_in_memory_checkpointer(tmp_path, speech_like):
     with memory:
         result = asyncio.run(memory.ainvoke(speech_like, context={"n_best": 1}))
     assert result.answer == INTERNAL_TEXT[0] and [len(o.hypotheses) for o in result.externals] == [1]
+
+
+def test_every_segment_of_long_audio_pauses_for_review_and_one_resume_answers_them(tmp_path, long_wav):
+    agent, _, _ = make_agent(ScriptedPolicy([Action.INTERNAL]), tmp_path, interrupt_on=["internal"])
+    with agent:
+        paused = agent.invoke(long_wav, thread_id="long-review")
+        assert paused.pending_review is not None and paused.pending_review["action"] == "internal"
+        done = agent.resume("long-review", action="external")
+    assert done.pending_review is None
+    assert len(done.segments) >= 2 and all(s.action is Action.EXTERNAL for s in done.segments)
+    assert done.answer == " ".join([EXTERNAL_TEXT[0]] * len(done.segments))
