@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speech_hands.errors import AudioError
+from speech_hands.errors import AudioError, AudioTooLong
 from speech_hands.types import AudioRef
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,21 @@ def _all_finite(samples: np.ndarray) -> bool:
     return bool(np.isfinite(samples.sum(dtype=np.float64))) or bool(np.all(np.isfinite(samples)))
 
 
-def _probe(path: Path) -> tuple[int | None, int | None, float | None]:
-    """Sample rate, channel count and duration from the container, without decoding the audio."""
+def _open(source: Path | bytes):
+    """A PyAV container over a file, or over bytes held in memory (nothing is written to disk)."""
+    import io
+
     import av
 
+    return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r", metadata_errors="ignore")
+
+
+def _probe(source: Path | bytes, path: str | Path | None = None) -> tuple[int | None, int | None, float | None]:
+    """Sample rate, channel count and duration from the container, without decoding the audio
+    (``path``: what messages call the input, default the file's path)."""
+    path = path or source
     try:
-        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        with _open(source) as container:
             if not container.streams.audio:
                 raise AudioError(f"{path}: the file has no audio stream (is it an audio file?)")
             stream = container.streams.audio[0]
@@ -143,16 +152,17 @@ def _probe(path: Path) -> tuple[int | None, int | None, float | None]:
         ) from exc
 
 
-def _decode(path: Path) -> np.ndarray:
-    """Decode a whole file to mono float32 at 16 kHz with libswresample."""
+def _decode(source: Path | bytes, path: str | Path | None = None) -> np.ndarray:
+    """Decode a whole file (or its bytes) to mono float32 at 16 kHz with libswresample."""
     import av
 
+    path = path or source
     # Resample with the channel layout kept (planar float), then average the channels ourselves:
     # FFmpeg's own downmix scales by 1/sqrt(2), an average keeps levels predictable.
     resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
     chunks: list[np.ndarray] = []
     try:
-        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        with _open(source) as container:
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().mean(axis=0))
@@ -209,7 +219,7 @@ def load_audio(
     path = check_audio_file(source)
     sample_rate, channels, duration = _probe(path)
     if duration is not None and duration > max_duration_s:
-        raise AudioError(
+        raise AudioTooLong(
             f"{path} lasts {duration:.0f} s, over the limit of {max_duration_s:.0f} s; split it, or raise "
             "max_audio_s if you have the memory and time (long audio is routed in segments of at most 20 s; its "
             "samples take 0.23 GB per hour)."
@@ -224,7 +234,7 @@ def load_audio(
         )
     true_duration = samples.size / SAMPLE_RATE
     if true_duration > max_duration_s:
-        raise AudioError(f"{path} lasts {true_duration:.0f} s, over the limit of {max_duration_s:.0f} s")
+        raise AudioTooLong(f"{path} lasts {true_duration:.0f} s, over the limit of {max_duration_s:.0f} s")
     ref = AudioRef(
         id=utterance_id or path.stem,
         path=str(path.resolve()),
@@ -235,6 +245,23 @@ def load_audio(
         silent=is_silent(samples),
     )
     return AudioInput(ref=ref, samples=samples)
+
+
+def load_audio_bytes(
+    data: bytes, *, utterance_id: str, name: str = "the upload", max_duration_s: float = MAX_DURATION_S
+) -> AudioInput:
+    """Decode an audio file's bytes in memory (an HTTP upload: nothing is written to disk) as mono 16 kHz
+    float32; the same checks and ``AudioError`` messages as :func:`load_audio`, naming ``name``. The
+    reference has no path, so the :class:`AudioStore` cannot reload it: it lives as long as the store keeps it."""
+    if not data:
+        raise AudioError(f"{name} is empty (0 bytes)")
+    _, _, duration = _probe(data, name)
+    if duration is not None and duration > max_duration_s:
+        raise AudioTooLong(f"{name} lasts {duration:.0f} s, over the limit of {max_duration_s:.0f} s")
+    samples = _decode(data, name)
+    if samples.size == 0:
+        raise AudioError(f"{name} decodes to no audio samples (empty recording)")
+    return audio_from_array(samples, SAMPLE_RATE, utterance_id=utterance_id, max_duration_s=max_duration_s)
 
 
 def audio_from_array(
@@ -248,7 +275,7 @@ def audio_from_array(
         raise AudioError("the audio array holds NaN or infinite values")
     duration = data.size / SAMPLE_RATE
     if duration > max_duration_s:
-        raise AudioError(f"the audio lasts {duration:.0f} s, over the limit of {max_duration_s:.0f} s")
+        raise AudioTooLong(f"the audio lasts {duration:.0f} s, over the limit of {max_duration_s:.0f} s")
     ref = AudioRef(
         id=utterance_id,
         path=None,

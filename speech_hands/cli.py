@@ -440,10 +440,12 @@ def _register_subcommands() -> None:
     """``eval``, ``labels`` and ``train-reflector`` are core modules: a failing import is a bug to
     see at once, never a silently missing command."""
     from speech_hands.evals.cli import register as register_evals
+    from speech_hands.service.cli import register as register_serve
     from speech_hands.training.cli import register as register_training
 
     register_evals(app)
     register_training(app)
+    register_serve(app)
 
 
 _register_subcommands()

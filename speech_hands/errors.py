@@ -11,6 +11,10 @@ class AudioError(SpeechHandsError):
     """The audio file is missing, unreadable, not audio, empty, or too long."""
 
 
+class AudioTooLong(AudioError):
+    """The audio lasts longer than the accepted maximum (``max_audio_s``)."""
+
+
 class ConfigurationError(SpeechHandsError):
     """The agent was assembled with settings or backends that cannot work together."""
 

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("speech_hands.agent",),
     ("speech_hands.evals",),
     ("speech_hands.training",),
+    ("speech_hands.service",),
     ("speech_hands.cli", "speech_hands"),
 ]
 
