@@ -186,3 +186,10 @@ def test_a_missing_config_exits_2_with_an_error_line(tmp_path):
         timeout=120,
     )
     assert done.returncode == 2 and "error: configuration file not found" in done.stderr
+
+
+def test_a_bad_limit_exits_2_with_an_error_line():
+    done = subprocess.run(
+        serve_command("--port", str(free_port()), "--max-concurrent", "0"), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "error: bad serve option" in done.stderr and "max_concurrent" in done.stderr

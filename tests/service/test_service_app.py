@@ -260,3 +260,22 @@ def test_bearer_token_auth():
         right = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"})
         assert right.status_code == 200
         assert httpx.get(f"{url}/healthz").status_code == 200  # health checks need no key
+
+
+def test_the_app_closes_an_agent_it_owns_at_shutdown():
+    import uvicorn
+
+    agent = make_agent([FixedASR("external-asr", ["a b d"])])
+    config = uvicorn.Config(create_app(agent, owns_agent=True), host="127.0.0.1", port=free_port(), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert transcribe(f"http://127.0.0.1:{config.port}", wav_bytes()).status_code == 200
+    assert not agent._closed
+    server.should_exit = True
+    thread.join(timeout=30)
+    assert agent._closed
