@@ -48,6 +48,13 @@ class AgentConfig(BaseModel):
     segment_concurrency: int = Field(
         default=1, ge=1, le=16, description="segments of long audio routed at the same time (memory grows with it)"
     )
+    min_words_per_speech_s: float = Field(
+        default=1.2,
+        ge=0.0,
+        le=3.0,
+        description="long audio: a segment whose answer has fewer words per second of detected speech (over 8 s "
+        "of speech or more) is cut in two and routed again; 0 turns the check off",
+    )
     trace_db: str | None = Field(
         default=None, description="SQLite file for traces; ':memory:' keeps them in memory; None: default path"
     )

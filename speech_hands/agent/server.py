@@ -142,7 +142,9 @@ def build_server_graph(agent: SpeechHands) -> StateGraph:
     """The server's graph over ``agent``'s backends and audio store (see the module docstring)."""
     routing = agent.routing.build().compile(cache=agent.cache)  # no checkpointer: the server's is inherited
     segmenting = SegmentSettings(
-        max_segment_s=agent.config.max_segment_s, segment_concurrency=agent.config.segment_concurrency
+        max_segment_s=agent.config.max_segment_s,
+        segment_concurrency=agent.config.segment_concurrency,
+        min_words_per_speech_s=agent.config.min_words_per_speech_s,
     )
     inner = max(len(agent.tools), agent.config.k_samples, 4)
     segmented = SegmentedGraph(routing, agent.store, segmenting, inner_concurrency=inner).build().compile()

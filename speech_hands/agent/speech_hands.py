@@ -156,7 +156,9 @@ class SpeechHands:
         self.graph: CompiledStateGraph = self.routing.build().compile(checkpointer=self.checkpointer, cache=self.cache)
         # long speech recognition input: the routing graph above, run once per segment as a subgraph
         segmenting = SegmentSettings(
-            max_segment_s=self.config.max_segment_s, segment_concurrency=self.config.segment_concurrency
+            max_segment_s=self.config.max_segment_s,
+            segment_concurrency=self.config.segment_concurrency,
+            min_words_per_speech_s=self.config.min_words_per_speech_s,
         )
         inner = max(len(self.tools), self.config.k_samples, 4)
         self.segmenting = SegmentedGraph(self.graph, self.store, segmenting, inner_concurrency=inner)

@@ -27,8 +27,10 @@ they come and a trace shows every segment's route.
 Why ``review``: without timestamps, Whisper sometimes leaves out a whole sentence of a segment that
 holds two (seen on real speech: Whisper base's five candidates all lacked the first of two
 sentences, Whisper tiny.en's all had it, and the reflector kept base's). When some tool's top-1 holds
-at least :data:`LOST_WORDS` (and 30 %) more words than a segment's answer, the segment is cut at its
-longest pause and both halves are routed again, down to halves of :data:`MIN_PART_S`, at most
+at least :data:`LOST_WORDS` (and 30 %) more words than a segment's answer, or when the answer has
+fewer than ``min_words_per_speech_s`` (:data:`SPARSE_WORDS_PER_S`) words per second of detected speech
+over at least :data:`SPARSE_MIN_SPEECH_S` of it (every tool can drop the same sentence), the segment
+is cut at its longest pause and both halves are routed again, down to halves of :data:`MIN_PART_S`, at most
 :data:`MAX_SPLITS` times in a row; a note says so. The answer then comes from the halves.
 
 How a segment's routing run is found again: ``route_segment`` records the namespace its run was
@@ -56,7 +58,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (JSON schemas)
 
-from speech_hands.audio import SAMPLE_RATE, SEGMENT_S, AudioInput, AudioStore, audio_segment
+from speech_hands.audio import SAMPLE_RATE, SEGMENT_S, AudioInput, AudioStore, audio_segment, speech_seconds
 from speech_hands.backends.windows import speech_segments, split_in_two
 from speech_hands.graphs.routing import _timed
 from speech_hands.graphs.state import extend, fresh_input, segment_from_state
@@ -91,6 +93,14 @@ LOST_SHARE = 0.3
 #: Halves are at least this long (seconds), and a segment is cut at most this many times in a row.
 MIN_PART_S = 2.0
 MAX_SPLITS = 2
+#: A segment is also cut in two when its answer has fewer words than this per second of detected speech,
+#: over at least SPARSE_MIN_SPEECH_S of speech: every tool can drop the same sentence, and then no tool
+#: hears more (seen on real speech: a segment holding the end of one speaker's utterance and the start of
+#: another's, answered with 18 words for 18.3 s of speech by both Whisper models). Read speech runs at
+#: 2-3 words per second: of the 60 dev utterances, the slowest with 6 s of speech or more has 1.65; of the
+#: 241 segments of the 60-minute benchmark input, only the two that had lost a sentence fell below 1.2.
+SPARSE_WORDS_PER_S = 1.2
+SPARSE_MIN_SPEECH_S = 8.0
 
 
 class SegmentedState(TypedDict, total=False):
@@ -132,6 +142,7 @@ class SegmentSettings:
 
     max_segment_s: float = SEGMENT_S
     segment_concurrency: int = 1
+    min_words_per_speech_s: float = SPARSE_WORDS_PER_S
 
 
 def fresh_segmented_input(audio: dict[str, Any]) -> SegmentedState:
@@ -229,7 +240,8 @@ class SegmentedGraph:
         return {"results": [segment.model_dump(mode="json")]}
 
     def review(self, state: SegmentedState) -> dict[str, Any]:
-        """Cut in two every newly routed segment whose answer misses words another tool heard."""
+        """Cut in two every newly routed segment whose answer misses words another tool heard, or has too
+        few words for the speech in it."""
         plan = {p["index"]: p for p in state.get("segments") or []}
         seen = set(state.get("reviewed") or [])
         fresh = [s for s in _segments(state, final=False) if s.index not in seen]
@@ -238,7 +250,9 @@ class SegmentedGraph:
         next_index = max(plan) + 1
         for seg in fresh:
             if (missed := missed_words(seg)) is None:
-                continue
+                audio = audio or self.store.get(AudioRef.model_validate(state["audio"]))
+                if (missed := sparse_words(seg, audio, self.settings.min_words_per_speech_s)) is None:
+                    continue
             where = f"the segment at {seg.start:.1f}-{seg.end:.1f} s"
             if plan[seg.index].get("depth", 0) >= MAX_SPLITS:
                 notes.append(f"{where}: {missed}; not cut again (cut {MAX_SPLITS} times already)")
@@ -323,6 +337,18 @@ def missed_words(segment: Segment) -> str | None:
     tool, most = max(heard, key=lambda h: h[1])
     if most - answer >= max(LOST_WORDS, LOST_SHARE * answer):
         return f"the answer has {answer} words where {tool} heard {most}"
+    return None
+
+
+def sparse_words(segment: Segment, audio: AudioInput, words_per_s: float) -> str | None:
+    """Why the segment's answer seems too short for the speech in it (None: it does not, or the check is off)."""
+    if segment.action is None or words_per_s <= 0:
+        return None
+    start, end = round(segment.start * SAMPLE_RATE), round(segment.end * SAMPLE_RATE)
+    speech = speech_seconds(audio.require_samples()[start:end])
+    answer = _words(segment.text)
+    if speech >= SPARSE_MIN_SPEECH_S and answer < words_per_s * speech:
+        return f"the answer has {answer} words for {speech:.1f} s of speech"
     return None
 
 

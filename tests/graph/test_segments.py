@@ -68,7 +68,8 @@ def long_wav(tmp_path_factory, shared_data):
 
 def make_agent(tmp_path, policy=None, internal=None, external=None, **config) -> SpeechHands:
     omni = ComposedOmni(internal or SpanASR("base"), policy or ScriptedPolicy([Action.EXTERNAL]), CountingRewriter())
-    cfg = AgentConfig(trace_db=str(tmp_path / "traces.sqlite"), **config)
+    # the doubles answer two words per segment: the words-per-second check is off unless a test turns it on
+    cfg = AgentConfig(trace_db=str(tmp_path / "traces.sqlite"), **{"min_words_per_speech_s": 0.0, **config})
     return SpeechHands(omni, [external or SpanASR("tiny")], config=cfg)
 
 
@@ -174,3 +175,20 @@ def test_a_segment_missing_words_another_tool_heard_is_cut_and_routed_again(tmp_
     # every part that was short enough to keep its words answers with them
     assert all(s.text.endswith("every word of it") for s in segs if s.duration <= 9.0)
     assert trace.route.count("review") >= 2 and [t.index for t in trace.segments] == [s.index for s in segs]
+
+
+def test_a_segment_with_too_few_words_for_its_speech_is_cut_even_when_every_tool_agrees(tmp_path, long_wav):
+    """Both tools answer two words for every segment (as when every model drops the same sentence): no tool
+    heard more, but two words for over 8 s of speech is too few, so the segment is cut and routed again."""
+    with make_agent(tmp_path, min_words_per_speech_s=1.2) as agent:
+        result = agent.invoke(long_wav)
+    with make_agent(tmp_path / "off") as agent:  # the check off (0): the segments are routed once
+        unchecked = agent.invoke(long_wav)
+    cut = [n for n in result.notes if "words for" in n and "s of speech" in n]
+    assert cut and all("the answer has 2 words for" in n for n in cut)
+    assert any("cut at" in n and "routed again" in n for n in cut)
+    assert not any("s of speech" in n for n in unchecked.notes)
+    assert len(result.segments) > len(unchecked.segments)
+    segs = result.segments  # the halves still tile the input
+    assert segs[0].start == 0 and segs[-1].end == pytest.approx(result.audio.duration_s, abs=1e-3)
+    assert all(a.end == b.start for a, b in itertools.pairwise(segs))
