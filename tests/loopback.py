@@ -1,12 +1,18 @@
-"""A real loopback HTTP server for the server backends' tests (stdlib only, free port on 127.0.0.1)."""
+"""Loopback servers for the tests: a real stdlib HTTP server for the server backends, a free port on
+127.0.0.1, and a server process (``langgraph dev``, ``speech-hands serve``) started and always stopped."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 @contextmanager
@@ -64,3 +70,41 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def server_process(
+    command: Sequence[str], *, folder: Path, env: Mapping[str, str], ready_url: str, name: str, timeout_s: float
+) -> Iterator[subprocess.Popen]:
+    """Run ``command`` in ``folder`` (its own process group, output in ``folder/server.log``) until
+    ``ready_url`` answers 200; yield the process; stop it (SIGTERM, then SIGKILL) whatever happens. A
+    server that exits or does not answer in ``timeout_s`` fails the test with the end of its log."""
+    import httpx
+    import pytest
+
+    log_path = folder / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            list(command), cwd=folder, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"{name} exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
+                try:
+                    if httpx.get(ready_url, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{name} did not answer in {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -55,7 +55,7 @@ from speech_hands.backends.whisper_torch import WhisperSize, ct2_size
 from speech_hands.errors import AudioError, ConfigurationError
 from speech_hands.reflection import action_tokens as at
 from speech_hands.reflection.base import ReflectionInput
-from speech_hands.reflection.decision import ACTIONS, certain
+from speech_hands.reflection.decision import ACTIONS, accept_rewrite
 from speech_hands.text import get_normalizer
 from speech_hands.types import ACTION_TOKENS, Action, Hypothesis, Reflection
 
@@ -576,12 +576,9 @@ class ActionWhisperReflector:
 
     def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
         if inp.round > 0 and inp.previous_rewrites:
-            return certain(
-                Action.INTERNAL,
+            return accept_rewrite(
+                inp,
                 policy=self.name,
-                answer=inp.internal.top.text if inp.internal is not None and inp.internal.top else None,
-                round=inp.round,
-                sample_index=inp.sample_index,
                 rationale="the fine-tuned model's rewrite is accepted (it was trained on first-round decisions)",
             )
         first, top = self.first_token(inp)

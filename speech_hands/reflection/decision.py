@@ -26,10 +26,13 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from speech_hands.errors import ModelOutputError
 from speech_hands.types import Action, Reflection
+
+if TYPE_CHECKING:
+    from speech_hands.reflection.base import ReflectionInput
 
 #: The three actions, in the tie order (internal > external > rewrite).
 ACTIONS: tuple[Action, ...] = tuple(Action)
@@ -98,3 +101,17 @@ def certain(action: Action, *, policy: str, rationale: str | None = None, **fiel
     ``fields`` are further :class:`~speech_hands.types.Reflection` fields (answer, round, ...)."""
     probs = {a: 1.0 if a is action else 0.0 for a in ACTIONS}
     return Reflection(action=action, probs=probs, raw_token=action.token, policy=policy, rationale=rationale, **fields)
+
+
+def accept_rewrite(inp: ReflectionInput, *, policy: str, rationale: str) -> Reflection:
+    """Round >= 1 after a rewrite: ``<internal>`` with certainty on the rewritten text (for policies whose
+    rewrite is a fixed point, or that were trained on first-round decisions only)."""
+    top = inp.internal.top if inp.internal is not None else None
+    return certain(
+        Action.INTERNAL,
+        policy=policy,
+        answer=top.text if top else None,
+        round=inp.round,
+        sample_index=inp.sample_index,
+        rationale=rationale,
+    )

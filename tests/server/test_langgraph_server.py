@@ -7,16 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from doubles import CountingRewriter, FixedASR, ScriptedPolicy
 from helpers import REPO, dev_flac
-from loopback import free_port
+from loopback import free_port, server_process
 
 from speech_hands import Action, AgentConfig, SpeechHands
 from speech_hands.backends.composed import ComposedOmni
@@ -114,8 +111,6 @@ def test_long_audio_goes_through_the_segmenting_subgraph(graph, tmp_path, shared
 def server(tmp_path_factory):
     """``langgraph dev`` on a free loopback port, started in a scratch folder (its .langgraph_api state
     goes there), stopped at the end whatever happens."""
-    import httpx
-
     port = free_port()
     folder = tmp_path_factory.mktemp("langgraph-dev")
     env = {
@@ -127,35 +122,9 @@ def server(tmp_path_factory):
     cli = Path(sys.executable).with_name("langgraph")
     command = [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--config", str(REPO / "langgraph.json")]
-    log = (folder / "server.log").open("w")
-    process = subprocess.Popen(
-        command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"langgraph dev exited ({process.returncode}):\n{(folder / 'server.log').read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev did not answer in 120 s:\n{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    with server_process(command, folder=folder, env=env, ready_url=f"{url}/ok", name="langgraph dev", timeout_s=120):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 @pytest.mark.slow

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from helpers import REPO, dev_flac
-from loopback import free_port
+from loopback import free_port, server_process
 
 UTT = "1688-142285-0007"
 KEY = "test-key-18"
@@ -42,33 +40,11 @@ def server(tmp_path_factory):
         "SPEECH_HANDS_HOME": str(folder / "home"),
     }
     options = ["--port", str(port), "--trace-db", str(folder / "traces.sqlite"), "--max-upload-mb", "1"]
-    log = (folder / "server.log").open("w")
-    process = subprocess.Popen(
-        serve_command(*options), cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve exited ({process.returncode}):\n{(folder / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve did not answer in 180 s:\n{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    with server_process(
+        serve_command(*options), folder=folder, env=env, ready_url=f"{url}/healthz", name="serve", timeout_s=180
+    ) as process:
         yield {"url": url, "tmpdir": tmpdir, "process": process}
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

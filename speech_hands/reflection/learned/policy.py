@@ -42,7 +42,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.errors import ConfigurationError
 from speech_hands.reflection.base import ReflectionInput
-from speech_hands.reflection.decision import ACTIONS, action_probs, certain, decide, draw, tuple_hash_seed
+from speech_hands.reflection.decision import (
+    ACTIONS,
+    accept_rewrite,
+    action_probs,
+    certain,
+    decide,
+    draw,
+    tuple_hash_seed,
+)
 from speech_hands.reflection.learned.features import NBestPosterior, audio_statistics, reflector_features, tools_agree
 from speech_hands.reflection.learned.mbr import Selection
 from speech_hands.reflection.learned.rescoring import RescoringRewriter
@@ -221,14 +229,7 @@ class LearnedPolicy:
 
     def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
         if inp.round > 0 and inp.previous_rewrites:
-            return certain(
-                Action.INTERNAL,
-                policy=self.name,
-                answer=inp.internal.top.text if inp.internal is not None and inp.internal.top else None,
-                round=inp.round,
-                sample_index=inp.sample_index,
-                rationale="the rescoring rewrite is a fixed point: accepted",
-            )
+            return accept_rewrite(inp, policy=self.name, rationale="the rescoring rewrite is a fixed point: accepted")
         if self.gate is not None and self.rewriter.scorers:
             original = inp.original_internal or inp.internal
             if tools_agree(original, [o for o in inp.externals if o.ok], self.rewriter._normalize, self.gate):
