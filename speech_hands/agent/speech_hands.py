@@ -312,15 +312,20 @@ class SpeechHands:
         )
 
     def _run(
-        self, loaded: AudioInput, question: str | None, thread_id: str | None, config: RunnableConfig | None = None
+        self,
+        loaded: AudioInput,
+        question: str | None,
+        thread_id: str | None,
+        config: RunnableConfig | None = None,
+        prompt: str | None = None,
     ):
-        """The compiled graph, its input and its run config for one input."""
+        """The compiled graph, its input and its run config for one input (``prompt``: the ASR prompt)."""
         run_config = self._run_config(thread_id, config)
         ref = loaded.ref.model_dump(mode="json")
         if self.segmented(loaded, question):
             run_config.setdefault("max_concurrency", self.config.segment_concurrency)
-            return self.segmented_graph, fresh_segmented_input(ref), run_config
-        return self.graph, fresh_input(ref, question), run_config
+            return self.segmented_graph, fresh_segmented_input(ref, prompt), run_config
+        return self.graph, fresh_input(ref, question, prompt), run_config
 
     def invoke(
         self,
@@ -331,6 +336,7 @@ class SpeechHands:
         utterance_id: str | None = None,
         config: RunnableConfig | None = None,
         context: ContextInput = None,
+        prompt: str | None = None,
     ) -> AgentResult:
         """Run the agent on one input; raises :class:`~speech_hands.errors.AudioError` for bad audio.
         Tool failures do not raise: they are in ``result.candidates[*].error`` and ``result.notes``.
@@ -339,9 +345,11 @@ class SpeechHands:
         max_concurrency; its ``configurable.thread_id`` is used when ``thread_id`` is not given).
         ``context``: per-run settings (:class:`~speech_hands.graphs.context.RunContext` or a dict:
         n_best, k_samples, max_rewrites, interrupt_on, interrupt_below). A run paused for a person's
-        review returns with ``result.pending_review`` set; :meth:`resume` continues it."""
+        review returns with ``result.pending_review`` set; :meth:`resume` continues it.
+        ``prompt``: text said before this audio (e.g. earlier turns), handed to the speech recognisers that
+        take a prompt (Whisper's initial prompt); the others run without it, and a note says so."""
         loaded = self._prepare(audio, question, utterance_id)
-        graph, inputs, run_config = self._run(loaded, question, thread_id, config)
+        graph, inputs, run_config = self._run(loaded, question, thread_id, config, prompt)
         tid = run_config["configurable"]["thread_id"]
         graph.invoke(inputs, run_config, context=self._context(tid, context))
         return self.result(tid)

@@ -3,11 +3,18 @@
 A backend knows its library and nothing of LangGraph; graph nodes know these Protocols and nothing of
 any library. Anything with the right methods plugs in (structural typing), so a user's own ASR system
 needs no base class.
+
+An ASR backend may also take ``prompt: str | None`` in ``transcribe`` (an omni backend in
+``predict``): text said before the audio, e.g. the earlier turns of a conversation (Whisper's
+initial prompt). Only the Whisper backends do (``faster_whisper``, ``openai_whisper``); the graph asks
+:func:`takes_prompt` and notes a tool that runs without it.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import inspect
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from speech_hands.audio import AudioInput
 from speech_hands.reflection.base import ReflectionInput
@@ -46,3 +53,12 @@ class OmniBackend(Protocol):
     def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection: ...
 
     def rewrite(self, inp: ReflectionInput) -> Hypothesis: ...
+
+
+def takes_prompt(method: Callable[..., Any]) -> bool:
+    """Whether a backend's ``transcribe`` / ``predict`` accepts a ``prompt`` keyword (earlier text)."""
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return "prompt" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

@@ -9,7 +9,7 @@ implements :class:`~speech_hands.backends.base.OmniBackend` directly and replace
 from __future__ import annotations
 
 from speech_hands.audio import AudioInput
-from speech_hands.backends.base import ASRBackend, CaptionBackend
+from speech_hands.backends.base import ASRBackend, CaptionBackend, takes_prompt
 from speech_hands.reflection.base import ReflectionInput, ReflectionPolicy, RewriteStrategy
 from speech_hands.types import Hypothesis, Reflection, ToolKind
 
@@ -34,10 +34,20 @@ class ComposedOmni:
         self.kind: ToolKind = "answer" if hasattr(predictor, "caption") else "asr"
         self.name = name or predictor.name
 
-    def predict(self, audio: AudioInput, question: str | None = None) -> list[Hypothesis]:
+    def predict(self, audio: AudioInput, question: str | None = None, prompt: str | None = None) -> list[Hypothesis]:
+        """The predictor's answer; ``prompt`` (earlier text) reaches a speech recogniser that takes one
+        (:func:`~speech_hands.backends.base.takes_prompt`), and is ignored otherwise."""
         if self.kind == "answer":
             return self.predictor.caption(audio, question)  # type: ignore[union-attr]
-        return self.predictor.transcribe(audio, n_best=self.n_best)  # type: ignore[union-attr]
+        transcribe = self.predictor.transcribe  # type: ignore[union-attr]
+        if prompt and takes_prompt(transcribe):
+            return transcribe(audio, n_best=self.n_best, prompt=prompt)
+        return transcribe(audio, n_best=self.n_best)
+
+    @property
+    def takes_prompt(self) -> bool:
+        """Whether :meth:`predict` passes a prompt on (the predictor is a speech recogniser that takes one)."""
+        return self.kind == "asr" and takes_prompt(self.predictor.transcribe)  # type: ignore[union-attr]
 
     def reflect(self, inp: ReflectionInput, sample: bool = False) -> Reflection:
         return self.policy.reflect(inp, sample=sample)

@@ -9,6 +9,11 @@ The encoder states of each window are cached per loaded model (keyed by the wind
 learned reflector's re-decode and scoring passes reuse what perception already encoded instead of
 running the encoder again (about a third of a second per window for base on 2 CPU cores).
 
+An optional text ``prompt`` (earlier turns of a conversation, names, spelling) is faster-whisper's
+``initial_prompt``: its tokens go after ``<|startofprev|>`` before the start-of-transcript sequence,
+keeping the most recent :data:`PROMPT_TOKENS` tokens (half the decoder context, as faster-whisper
+does). Every window of a long input gets the same prompt.
+
 One ``generate`` call covers one 30 s window. Longer audio is cut into windows at quiet frames and
 the windows are decoded in one batched call; their N-best lists are joined rank-wise
 (:mod:`speech_hands.backends.windows` documents both steps, shared by every windowed backend).
@@ -37,9 +42,12 @@ from speech_hands.backends.windows import nbest_over_windows, split_windows
 from speech_hands.errors import ConfigurationError
 from speech_hands.types import Hypothesis
 
-__all__ = ["EncoderCache", "FasterWhisperASR", "split_windows"]
+__all__ = ["PROMPT_TOKENS", "EncoderCache", "FasterWhisperASR", "split_windows"]
 
 log = logging.getLogger(__name__)
+
+#: The most prompt tokens one decode takes (faster-whisper's ``max_length // 2 - 1`` for 448): older text is dropped.
+PROMPT_TOKENS = 223
 
 
 class EncoderCache:
@@ -185,7 +193,7 @@ class FasterWhisperASR:
 
     # ------------------------------------------------------------------ decoding
 
-    def _prompt(self, model: Any, encoded: Any) -> list[int]:
+    def _prompt(self, model: Any, encoded: Any, text: str | None = None) -> list[int]:
         from faster_whisper.tokenizer import Tokenizer
 
         language = self.language
@@ -195,17 +203,22 @@ class FasterWhisperASR:
         tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language or "en"
         )
-        return [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        previous: list[int] = []
+        if text and text.strip():
+            previous = [tokenizer.sot_prev, *tokenizer.encode(" " + text.strip())[-PROMPT_TOKENS:]]
+        return [*previous, *tokenizer.sot_sequence, tokenizer.no_timestamps]
 
-    def _decode_windows(self, windows: list[np.ndarray], n_best: int) -> list[list[tuple[str, float]]]:
+    def _decode_windows(
+        self, windows: list[np.ndarray], n_best: int, prompt: str | None = None
+    ) -> list[list[tuple[str, float]]]:
         from faster_whisper.tokenizer import Tokenizer
 
         model = self.load()
         encoded = _storage(self.encode_windows(windows))
-        prompt = self._prompt(model, encoded)
+        tokens = self._prompt(model, encoded, prompt)
         results = model.model.generate(
             encoded,
-            [prompt] * len(windows),
+            [tokens] * len(windows),
             beam_size=max(self.beam_size, n_best),
             num_hypotheses=n_best,
             return_scores=True,
@@ -225,8 +238,9 @@ class FasterWhisperASR:
             beams.append(list(seen.items()))
         return beams
 
-    def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
-        """The N-best list for the whole input, best first (long audio: see :mod:`~speech_hands.backends.windows`)."""
+    def transcribe(self, audio: AudioInput, n_best: int = 5, prompt: str | None = None) -> list[Hypothesis]:
+        """The N-best list for the whole input, best first (long audio: see :mod:`~speech_hands.backends.windows`).
+        ``prompt``: text said before this audio (Whisper's initial prompt; the last :data:`PROMPT_TOKENS` tokens)."""
         return nbest_over_windows(
-            audio.require_samples(), lambda windows: self._decode_windows(windows, n_best), n_best, self.name
+            audio.require_samples(), lambda windows: self._decode_windows(windows, n_best, prompt), n_best, self.name
         )

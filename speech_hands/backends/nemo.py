@@ -178,7 +178,8 @@ class NemoASR:
         return [self._hypotheses(r, n_best) for r in out]
 
     def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
-        """The N-best list, best first (1-best where the model has no beam N-best, see module docs)."""
+        """The N-best list, best first (1-best where the model has no beam N-best, see module docs). It takes
+        no text prompt: a conversation's earlier turns do not reach it (the graph notes that)."""
         if audio.require_samples().size == 0:
             return []
         return self.transcribe_batch([audio], n_best)[0]

@@ -299,6 +299,8 @@ class OpenAIServerASR:
         )
 
     def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
+        """The server's transcript. It takes no text prompt: a conversation's earlier turns do not reach it
+        (the graph notes that)."""
         samples = audio.require_samples()
         if samples.size == 0:
             return []

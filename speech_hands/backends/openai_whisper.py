@@ -13,6 +13,10 @@ its **mean log-probability per token** (end token included), as in the other Whi
 Audio over 30 s is cut into windows at quiet frames and the windows' N-best lists are combined rank
 by rank (documented approximation, as in :mod:`speech_hands.backends.faster_whisper`).
 
+An optional text ``prompt`` (earlier turns of a conversation) is openai-whisper's ``prompt`` decoding
+option: it goes after ``<|startofprev|>``, and openai-whisper keeps its last ``n_text_ctx // 2 - 1``
+tokens (223 for every released model).
+
 ``word_timestamps`` is offered separately by :meth:`OpenAIWhisperASR.words` (the 1-best with word
 timings from openai-whisper's cross-attention alignment): the N-best list has no timings.
 """
@@ -136,7 +140,7 @@ class OpenAIWhisperASR:
         model = self.load().model
         return self.fp16 if self.fp16 is not None else model.device.type == "cuda"
 
-    def _options(self, n_best: int) -> Any:
+    def _options(self, n_best: int, prompt: str | None = None) -> Any:
         import whisper
 
         model = self.load().model
@@ -150,9 +154,12 @@ class OpenAIWhisperASR:
             without_timestamps=True,
             sample_len=self.max_tokens,
             fp16=self._use_fp16,
+            prompt=" " + prompt.strip() if prompt and prompt.strip() else None,
         )
 
-    def _decode_windows(self, windows: list[np.ndarray], n_best: int) -> list[list[tuple[str, float]]]:
+    def _decode_windows(
+        self, windows: list[np.ndarray], n_best: int, prompt: str | None = None
+    ) -> list[list[tuple[str, float]]]:
         import torch
         import whisper
 
@@ -163,7 +170,7 @@ class OpenAIWhisperASR:
         ).to(model.device)
         if self._use_fp16:
             mels = mels.half()
-        options = self._options(n_best)
+        options = self._options(n_best, prompt)
         ranked = []
         with loaded.lock, torch.inference_mode():
             task = _nbest_task_class()(model, options)
@@ -182,10 +189,11 @@ class OpenAIWhisperASR:
             out.append(list(seen.items())[:n_best])
         return out
 
-    def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
-        """The N-best list, best first (long audio: see :mod:`~speech_hands.backends.windows`)."""
+    def transcribe(self, audio: AudioInput, n_best: int = 5, prompt: str | None = None) -> list[Hypothesis]:
+        """The N-best list, best first (long audio: see :mod:`~speech_hands.backends.windows`); ``prompt``:
+        text said before this audio (openai-whisper's ``prompt``)."""
         return nbest_over_windows(
-            audio.require_samples(), lambda windows: self._decode_windows(windows, n_best), n_best, self.name
+            audio.require_samples(), lambda windows: self._decode_windows(windows, n_best, prompt), n_best, self.name
         )
 
     def words(self, audio: AudioInput) -> list[Word]:

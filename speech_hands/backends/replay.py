@@ -149,6 +149,7 @@ class ReplayASR:
         self.name = name or (f"replay:{tool}")
 
     def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
+        """The recorded N-best list; it takes no text prompt (what was recorded does not change)."""
         return self.store.hypotheses(audio.id, self.tool, self.name)[: max(1, n_best)]
 
 

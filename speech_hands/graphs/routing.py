@@ -52,7 +52,8 @@ context (``context_schema`` = :class:`~speech_hands.graphs.context.RunContext`: 
 max_rewrites, interrupt_on, interrupt_below); ``vote`` calls ``interrupt()`` before following a decision
 a person should confirm (``Command(resume={"action": ...})`` accepts or overrides it); nodes write
 typed custom stream events (:mod:`speech_hands.graphs.events`: tool started / finished, decision,
-vote, rewrite); ``perceive`` has a ``CachePolicy`` keyed on (tool, audio sha256, question, n_best), and
+vote, rewrite); ``perceive`` has a ``CachePolicy`` keyed on (tool, audio sha256, question, n_best, the
+digest of the ASR prompt), and
 the nodes calling a remote backend a ``RetryPolicy`` on connection errors (:meth:`RoutingGraph.policies`);
 each tool is invoked with its node's config, so callbacks see one tool run per perception call.
 
@@ -64,6 +65,7 @@ behind them, to read traces back or draw the graph without loading a model.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -171,10 +173,13 @@ def node_attempt() -> int:
 
 
 def perception_cache_key(task: PerceiveTask) -> str:
-    """The ``CachePolicy`` key of one perception call: tool, audio (sha256), question and N-best size."""
+    """The ``CachePolicy`` key of one perception call: tool, audio (sha256), N-best size, question and the
+    ASR prompt's digest (the same audio after other earlier turns is another call)."""
     audio = task.get("audio") or {}
     identity = audio.get("sha256") or f"id:{audio.get('id')}"
-    return f"{task.get('tool')}|{identity}|{task.get('n_best')}|{task.get('question') or ''}"
+    prompt = task.get("prompt")
+    context = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16] if prompt else ""
+    return f"{task.get('tool')}|{identity}|{task.get('n_best')}|{context}|{task.get('question') or ''}"
 
 
 def review_reason(decided: Reflection, settings: RoutingSettings) -> str | None:
@@ -362,7 +367,8 @@ class RoutingGraph:
         tool = self.tools[task["tool"]]
         started = time.perf_counter()
         n_best = task.get("n_best") or run_settings(self.settings).n_best
-        args = {"audio": task["audio"], "question": task.get("question"), "n_best": n_best}
+        prompt = task.get("prompt")
+        args = {"audio": task["audio"], "question": task.get("question"), "n_best": n_best, "prompt": prompt}
         timeout = self.settings.tool_timeout_s
         audio_id = str(task["audio"].get("id"))
         emit(ToolStarted(tool=tool.name, role=tool.role, n_best=n_best, audio_id=audio_id))
@@ -379,6 +385,8 @@ class RoutingGraph:
             ]
             if not output.hypotheses:
                 note.append(f"tool {tool.name} returned no hypothesis")
+            if prompt and tool.kind == "asr" and not tool.takes_prompt:
+                note.append(f"tool {tool.name} takes no text prompt; it ran without the earlier text")
         except (ToolTimeout, ToolBusy) as exc:
             kind = "TimeoutError" if isinstance(exc, ToolTimeout) else type(exc).__name__
             error = ToolError(type=kind, message=str(exc), timed_out=True)
@@ -581,9 +589,13 @@ class RoutingGraph:
         if state.get("skipped_reason"):
             return "finish"
         n_best = run_settings(self.settings).n_best
+        prompt = state.get("prompt")
         return [
             Send(
-                "perceive", PerceiveTask(tool=name, audio=state["audio"], question=state.get("question"), n_best=n_best)
+                "perceive",
+                PerceiveTask(
+                    tool=name, audio=state["audio"], question=state.get("question"), n_best=n_best, prompt=prompt
+                ),
             )
             for name in self.tools
         ]

@@ -56,7 +56,7 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12 (JSON schemas)
+from typing_extensions import NotRequired, TypedDict  # pydantic needs it on Python < 3.12 (JSON schemas)
 
 from speech_hands.audio import SAMPLE_RATE, SEGMENT_S, AudioInput, AudioStore, audio_segment, speech_seconds
 from speech_hands.backends.windows import speech_segments, split_in_two
@@ -106,6 +106,7 @@ SPARSE_MIN_SPEECH_S = 8.0
 class SegmentedState(TypedDict, total=False):
     audio: dict[str, Any]  # AudioRef of the whole input
     question: str | None
+    prompt: str | None  # text said before the input: every segment's ASR prompt
     # the plan: {"index", "audio": the segment's AudioRef, "depth": times cut}; review appends halves
     segments: Annotated[list[dict[str, Any]], extend]
     replaced: Annotated[list[int], extend]  # segments cut in two after routing (their halves answer)
@@ -123,6 +124,7 @@ class SegmentTask(TypedDict):
 
     index: int
     audio: dict[str, Any]
+    prompt: NotRequired[str | None]
 
 
 #: Every node with the input it receives.
@@ -145,11 +147,12 @@ class SegmentSettings:
     min_words_per_speech_s: float = SPARSE_WORDS_PER_S
 
 
-def fresh_segmented_input(audio: dict[str, Any]) -> SegmentedState:
-    """The input of one run over a long input: its reference, every list reset."""
+def fresh_segmented_input(audio: dict[str, Any], prompt: str | None = None) -> SegmentedState:
+    """The input of one run over a long input: its reference and ASR prompt, every list reset."""
     return SegmentedState(
         audio=audio,
         question=None,
+        prompt=prompt,
         segments=None,  # type: ignore[typeddict-item]
         replaced=None,  # type: ignore[typeddict-item]
         reviewed=None,  # type: ignore[typeddict-item]
@@ -219,7 +222,8 @@ class SegmentedGraph:
     def route_segment(self, task: SegmentTask, config: RunnableConfig) -> dict[str, Any]:
         namespace = (config.get("configurable") or {}).get("checkpoint_ns")
         try:
-            values = self.routing.invoke(fresh_input(task["audio"], None), {"max_concurrency": self.inner_concurrency})
+            inputs = fresh_input(task["audio"], None, task.get("prompt"))
+            values = self.routing.invoke(inputs, {"max_concurrency": self.inner_concurrency})
             segment = segment_from_state(values, index=task["index"], checkpoint_ns=namespace)
         except GraphBubbleUp:
             raise
@@ -290,7 +294,8 @@ class SegmentedGraph:
         todo = [p for p in state.get("segments") or [] if p["index"] not in done]
         if not todo:
             return "stitch"
-        return [Send("route_segment", SegmentTask(index=p["index"], audio=p["audio"])) for p in todo]
+        prompt = state.get("prompt")
+        return [Send("route_segment", SegmentTask(index=p["index"], audio=p["audio"], prompt=prompt)) for p in todo]
 
     def build(self) -> StateGraph:
         return _assemble(

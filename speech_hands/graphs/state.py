@@ -41,6 +41,7 @@ def extend(left: list[Any] | None, right: list[Any] | None) -> list[Any]:
 class RoutingState(TypedDict, total=False):
     audio: dict[str, Any]  # AudioRef
     question: str | None
+    prompt: str | None  # text said before this audio (a conversation's earlier turns): the ASR tools' prompt
     outputs: Annotated[list[dict[str, Any]], extend]  # ToolOutput, one per perception tool
     samples: Annotated[list[dict[str, Any]], extend]  # Reflection draws (all rounds)
     reflections: Annotated[list[dict[str, Any]], extend]  # the decided Reflection of each round
@@ -65,6 +66,7 @@ class PerceiveTask(TypedDict):
     audio: dict[str, Any]
     question: str | None
     n_best: NotRequired[int]  # the run's N-best size (part of the perception cache key)
+    prompt: NotRequired[str | None]  # the run's ASR prompt (part of the perception cache key)
 
 
 class ReflectTask(TypedDict):
@@ -91,6 +93,11 @@ class StateView:
     @property
     def question(self) -> str | None:
         return self._state.get("question")
+
+    @property
+    def prompt(self) -> str | None:
+        """Text said before this audio, handed to the ASR tools that take a prompt (None: none)."""
+        return self._state.get("prompt")
 
     @property
     def round(self) -> int:
@@ -160,11 +167,12 @@ class StateView:
         return self._state.get("rewrite_error")
 
 
-def fresh_input(audio: dict[str, Any], question: str | None) -> RoutingState:
-    """The input of one run: the audio and question, every list reset."""
+def fresh_input(audio: dict[str, Any], question: str | None, prompt: str | None = None) -> RoutingState:
+    """The input of one run: the audio, question and ASR prompt, every list reset."""
     return RoutingState(
         audio=audio,
         question=question,
+        prompt=prompt,
         outputs=None,  # type: ignore[typeddict-item]
         samples=None,  # type: ignore[typeddict-item]
         reflections=None,  # type: ignore[typeddict-item]

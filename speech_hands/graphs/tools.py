@@ -10,6 +10,11 @@ LangChain-compatible agent, listed, described, and invoked with JSON. The tool t
 Candidates that cannot be what was said are set aside in ``ToolOutput.rejected`` (the graph notes
 them) instead of competing with the others (:func:`implausible`): a transcript far longer than the
 audio's duration allows, or text that is mostly not letters or digits (a model decoding garbage).
+
+A request may carry a ``prompt``: text said before the audio (a conversation's earlier turns). It
+reaches the speech recognisers whose ``transcribe`` (or the omni model's ``predict``) takes one
+(:func:`~speech_hands.backends.base.takes_prompt`: the Whisper backends); ``PerceptionTool.takes_prompt``
+says which, and the graph notes a speech recogniser that ran without it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
 from speech_hands.audio import AudioInput, AudioStore
-from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
+from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend, takes_prompt
 from speech_hands.types import AudioRef, Hypothesis, ToolKind, ToolOutput, ToolRole
 
 #: Fast read speech is about 6 words (some 35 characters) per second; a transcript needing more than
@@ -50,6 +55,9 @@ class PerceptionRequest(BaseModel):
     audio: AudioRef = Field(description="reference to the audio (path + sha256); raw audio is never passed")
     question: str | None = Field(default=None, description="question about the audio (AudioQA), if any")
     n_best: int = Field(default=5, ge=1, le=32, description="how many hypotheses an ASR tool should return")
+    prompt: str | None = Field(
+        default=None, description="text said before this audio (Whisper's initial prompt); tools without one ignore it"
+    )
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class PerceptionTool:
     role: ToolRole
     kind: ToolKind
     remote: bool = False  # the backend is reached over the network (its node retries on connection errors)
+    takes_prompt: bool = False  # the backend uses PerceptionRequest.prompt (earlier text); others ignore it
 
     @property
     def name(self) -> str:
@@ -73,8 +82,8 @@ def _runner(
     store: AudioStore,
     call: Callable[[AudioInput, PerceptionRequest], list[Hypothesis]],
 ) -> Callable[..., dict[str, Any]]:
-    def run(audio: AudioRef | dict, question: str | None = None, n_best: int = 5) -> dict[str, Any]:
-        request = PerceptionRequest(audio=audio, question=question, n_best=n_best)
+    def run(audio: AudioRef | dict, question: str | None = None, n_best: int = 5, prompt: str | None = None) -> dict:
+        request = PerceptionRequest(audio=audio, question=question, n_best=n_best, prompt=prompt)
         started = time.perf_counter()
         returned = call(store.get(request.audio), request)
         kept = [h for h in returned if implausible(h.text, kind, request.audio.duration_s) is None]
@@ -95,15 +104,23 @@ def _runner(
 
 
 def asr_tool(backend: ASRBackend, store: AudioStore, *, role: ToolRole = "external") -> PerceptionTool:
-    """An ASR backend as a tool returning its N-best list."""
-    run = _runner(backend.name, role, "asr", store, lambda a, r: backend.transcribe(a, n_best=r.n_best))
+    """An ASR backend as a tool returning its N-best list (with the request's prompt, when it takes one)."""
+    prompted = takes_prompt(backend.transcribe)
+
+    def call(audio: AudioInput, request: PerceptionRequest) -> list[Hypothesis]:
+        if prompted and request.prompt:
+            return backend.transcribe(audio, n_best=request.n_best, prompt=request.prompt)  # type: ignore[call-arg]
+        return backend.transcribe(audio, n_best=request.n_best)
+
+    run = _runner(backend.name, role, "asr", store, call)
     tool = StructuredTool.from_function(
         func=run,
         name=backend.name,
         description=f"Speech recognition with {backend.name}: returns an N-best list of transcripts, best first.",
         args_schema=PerceptionRequest,
     )
-    return PerceptionTool(tool=tool, role=role, kind="asr", remote=bool(getattr(backend, "remote", False)))
+    remote = bool(getattr(backend, "remote", False))
+    return PerceptionTool(tool=tool, role=role, kind="asr", remote=remote, takes_prompt=prompted)
 
 
 def caption_tool(backend: CaptionBackend, store: AudioStore, *, role: ToolRole = "external") -> PerceptionTool:
@@ -119,15 +136,24 @@ def caption_tool(backend: CaptionBackend, store: AudioStore, *, role: ToolRole =
 
 
 def omni_predict_tool(omni: OmniBackend, store: AudioStore) -> PerceptionTool:
-    """The omni model's own first pass (the *internal* prediction) as a tool."""
-    run = _runner(omni.name, "internal", omni.kind, store, lambda a, r: omni.predict(a, r.question))
+    """The omni model's own first pass (the *internal* prediction) as a tool; the request's prompt reaches
+    ``predict`` when it takes one (a composed omni passes it on only to a predictor that takes one)."""
+    prompted = bool(getattr(omni, "takes_prompt", takes_prompt(omni.predict)))
+
+    def call(audio: AudioInput, request: PerceptionRequest) -> list[Hypothesis]:
+        if prompted and request.prompt:
+            return omni.predict(audio, request.question, prompt=request.prompt)  # type: ignore[call-arg]
+        return omni.predict(audio, request.question)
+
+    run = _runner(omni.name, "internal", omni.kind, store, call)
     tool = StructuredTool.from_function(
         func=run,
         name=omni.name,
         description=f"The omni model {omni.name}'s own prediction (internal), before reflection.",
         args_schema=PerceptionRequest,
     )
-    return PerceptionTool(tool=tool, role="internal", kind=omni.kind, remote=bool(getattr(omni, "remote", False)))
+    remote = bool(getattr(omni, "remote", False))
+    return PerceptionTool(tool=tool, role="internal", kind=omni.kind, remote=remote, takes_prompt=prompted)
 
 
 def as_tool(backend: ASRBackend | CaptionBackend, store: AudioStore, *, role: ToolRole = "external") -> PerceptionTool:
