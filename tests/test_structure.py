@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
         "speech_hands.progress",
         "speech_hands.formats",
     ),
-    ("speech_hands.audio", "speech_hands.prompts", "speech_hands.metrics", "speech_hands.config"),
+    ("speech_hands.audio", "speech_hands.cues", "speech_hands.prompts", "speech_hands.metrics", "speech_hands.config"),
     ("speech_hands.reflection.base", "speech_hands.reflection.decision", "speech_hands.reflection.action_tokens"),
     ("speech_hands.backends",),
     ("speech_hands.reflection", "speech_hands.datasets"),
