@@ -1,10 +1,10 @@
 """speech-hands: self-reflection routing for speech recognition and audio reasoning.
 
-The public surface is small: :class:`SpeechHands` (the agent), :class:`AgentConfig`, and the result
-types. Everything else lives in sub-packages (``backends``, ``reflection``, ``graphs``, ``evals``, ``training``; docs/architecture.md).
+The public surface is small: :class:`SpeechHands` (the agent), :class:`VoiceAssistant` (a multi-turn
+conversation over it), :class:`AgentConfig`, and the result types. Everything else lives in sub-packages (``backends``, ``reflection``, ``graphs``, ``evals``, ``training``; docs/architecture.md).
 """
 
-from speech_hands.agent import AgentConfig, SpeechHands, StreamEvent
+from speech_hands.agent import AgentConfig, SpeechHands, StreamEvent, TurnResult, VoiceAssistant
 from speech_hands.errors import AudioError, ConfigurationError, SpeechHandsError
 from speech_hands.graphs.context import RunContext
 from speech_hands.graphs.events import parse_event
@@ -26,6 +26,8 @@ __all__ = [
     "SpeechHandsError",
     "StreamEvent",
     "ToolOutput",
+    "TurnResult",
+    "VoiceAssistant",
     "__version__",
     "parse_event",
 ]

@@ -26,6 +26,8 @@ TEMPLATES = (
     # the JASCO co-reasoning judge (speech_hands.evals.jasco) and its orientation re-ask
     "jasco_judge",
     "jasco_reformat",
+    # the voice assistant's system message (speech_hands.graphs.assistant)
+    "assistant_system",
 )
 
 #: An option line of a multiple-choice question: "A. text", "(B) text", "- C) text".
@@ -101,3 +103,8 @@ def audio_caption_prompt(question: str | None = None) -> str:
     if question is None or not question.strip():
         return load_template("audio_caption").strip()
     return audioqa_answer_prompt(question)
+
+
+def assistant_system_prompt() -> str:
+    """The voice assistant's system message: what a user turn holds, and that the cues are measurements."""
+    return load_template("assistant_system").strip()

@@ -153,6 +153,15 @@ def render_trace(trace: DecisionTrace, console: Console) -> None:
             action = Text(seg.action.token, style=_ACTION_STYLE[seg.action]) if seg.action else Text("skipped")
             routes.add_row(str(seg.index), f"{seg.start:.2f}-{seg.end:.2f}", action, " > ".join(seg.route))
         console.print(routes)
+    if trace.turns:
+        turns = Table(title=f"Conversation ({len(trace.turns)} turns; the steps above route turn {trace.turn})")
+        for column in ("turn", "heard", "action", "reply", "route"):
+            turns.add_column(column, overflow="fold")
+        for t in trace.turns:
+            action = Text(t.action.token, style=_ACTION_STYLE[t.action]) if t.action else Text("skipped")
+            heard = f"Q: {t.question}\nA: {t.transcript}" if t.question else t.transcript
+            turns.add_row(str(t.index), escape(heard), action, escape(t.reply or "-"), " > ".join(t.route))
+        console.print(turns)
     if trace.result is not None:
         render_result(trace.result, console)
     else:

@@ -12,6 +12,10 @@ A long input routed segment by segment (:mod:`speech_hands.graphs.segments`) lea
 graph's steps in the thread, and each segment's routing run under the namespace recorded in its
 result: the trace then holds the outer steps and one :class:`SegmentTrace` per segment (its span,
 action and steps).
+
+A voice-assistant thread (:mod:`speech_hands.graphs.assistant`) holds one conversation: each turn's
+routing run is checkpointed under the namespace its turn records. Its trace is the routing trace of
+one turn (the latest by default; :func:`read_turn_trace`), with every turn's route in ``turns``.
 """
 
 from __future__ import annotations
@@ -52,12 +56,32 @@ class SegmentTrace(BaseModel):
         return [node for step in self.steps for node in step.nodes]
 
 
+class TurnTrace(BaseModel):
+    """One user turn of a voice-assistant conversation: what was heard and replied, and its routing steps."""
+
+    index: int
+    question: str | None = None
+    transcript: str = ""
+    action: Action | None = None
+    reply: str | None = None
+    checkpoint_ns: str | None = None
+    steps: list[TraceStep] = Field(default_factory=list)
+
+    @property
+    def route(self) -> list[str]:
+        return [node for step in self.steps for node in step.nodes]
+
+
 class DecisionTrace(BaseModel):
     thread_id: str
     steps: list[TraceStep]
     result: AgentResult | None = Field(default=None, description="None if the run did not finish")
     segments: list[SegmentTrace] = Field(
         default_factory=list, description="long input routed segment by segment: every segment's run"
+    )
+    turn: int | None = Field(default=None, description="a voice-assistant thread: the turn these steps route")
+    turns: list[TurnTrace] = Field(
+        default_factory=list, description="a voice-assistant thread: every turn with its routing steps"
     )
 
     @property
@@ -81,30 +105,95 @@ def read_trace(
     config: dict[str, Any] = {"configurable": {"thread_id": thread_id}}
     if checkpoint_id is not None:
         config["configurable"]["checkpoint_id"] = checkpoint_id
+    if graph.checkpointer is not None and assistant_turns(graph.checkpointer, thread_id) is not None:
+        return read_turn_trace(graph, thread_id, None, segmented=segmented)
     if graph.checkpointer is not None and is_segmented_thread(graph.checkpointer, thread_id):
         outer = segmented or segmented_shape().compile(checkpointer=graph.checkpointer)
-        trace = _read_run(outer, config, thread_id, segmented_result_from_state)
-        if trace.result is not None:
-            trace.segments = [
-                SegmentTrace(
-                    index=s.index,
-                    start=s.start,
-                    end=s.end,
-                    action=s.action,
-                    checkpoint_ns=s.checkpoint_ns,
-                    steps=_read_run(
-                        graph,
-                        {"configurable": {"thread_id": thread_id, "checkpoint_ns": s.checkpoint_ns}},  # latest
-                        thread_id,
-                        None,
-                    ).steps
-                    if s.checkpoint_ns
-                    else [],
-                )
-                for s in trace.result.segments
-            ]
-        return trace
+        return _read_segmented(graph, outer, config, thread_id)
     return _read_run(graph, config, thread_id, result_from_state)
+
+
+def _read_segmented(
+    graph: CompiledStateGraph, outer: CompiledStateGraph, config: dict[str, Any], thread_id: str
+) -> DecisionTrace:
+    """A segmented run (in the namespace ``config`` names): its outer steps and every segment's routing steps."""
+    trace = _read_run(outer, config, thread_id, segmented_result_from_state)
+    if trace.result is not None:
+        trace.segments = [
+            SegmentTrace(
+                index=s.index,
+                start=s.start,
+                end=s.end,
+                action=s.action,
+                checkpoint_ns=s.checkpoint_ns,
+                steps=_read_run(
+                    graph,
+                    {"configurable": {"thread_id": thread_id, "checkpoint_ns": s.checkpoint_ns}},  # latest
+                    thread_id,
+                    None,
+                ).steps
+                if s.checkpoint_ns
+                else [],
+            )
+            for s in trace.result.segments
+        ]
+    return trace
+
+
+def assistant_turns(checkpointer: Any, thread_id: str) -> list[dict[str, Any]] | None:
+    """The turns of a voice-assistant thread, oldest first (None: not an assistant thread)."""
+    latest = checkpointer.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    values = (latest.checkpoint.get("channel_values") or {}) if latest is not None else {}
+    turns = values.get("turns")
+    return list(turns) if isinstance(turns, list) else None
+
+
+def read_turn_trace(
+    graph: CompiledStateGraph,
+    thread_id: str,
+    turn: int | None = None,
+    *,
+    segmented: CompiledStateGraph | None = None,
+) -> DecisionTrace:
+    """The routing trace of turn ``turn`` (1-based; None: the latest) of a voice-assistant thread, read
+    from the namespace the turn recorded, with every turn's route in ``turns``. ``graph``: the routing
+    graph (or its shape) over the checkpointer."""
+    turns = assistant_turns(graph.checkpointer, thread_id) if graph.checkpointer is not None else None
+    if not turns:
+        raise SpeechHandsError(f"no conversation turns for thread {thread_id!r} in this checkpointer")
+    chosen = turn if turn is not None else len(turns)
+    if not 1 <= chosen <= len(turns):
+        raise SpeechHandsError(f"thread {thread_id!r} has turns 1 to {len(turns)}, not {chosen}")
+    outer = segmented or segmented_shape().compile(checkpointer=graph.checkpointer)
+
+    def one(record: dict[str, Any], *, build: bool) -> DecisionTrace | None:
+        ns = record.get("checkpoint_ns")
+        if not ns:
+            return None
+        config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
+        if record.get("segmented"):
+            return (
+                _read_segmented(graph, outer, config, thread_id) if build else _read_run(outer, config, thread_id, None)
+            )
+        return _read_run(graph, config, thread_id, result_from_state if build else None)
+
+    picked = one(turns[chosen - 1], build=True)
+    trace = picked or DecisionTrace(thread_id=thread_id, steps=[])
+    summaries = []
+    for i, record in enumerate(turns, 1):
+        steps = trace.steps if i == chosen else (found.steps if (found := one(record, build=False)) else [])
+        summaries.append(
+            TurnTrace(
+                index=int(record.get("index", i)),
+                question=record.get("question"),
+                transcript=record.get("transcript") or "",
+                action=record.get("action"),
+                reply=record.get("reply"),
+                checkpoint_ns=record.get("checkpoint_ns"),
+                steps=steps,
+            )
+        )
+    return trace.model_copy(update={"turn": chosen, "turns": summaries})
 
 
 def _read_run(graph: CompiledStateGraph, config: dict[str, Any], thread_id: str, build: Any) -> DecisionTrace:
