@@ -228,6 +228,165 @@ def _json_line(path: Path, outcome: Any) -> str:
     return json.dumps(data)
 
 
+QUESTION_MARK = "::"
+
+
+def _turn_inputs(files: list[str], question: str | None) -> list[tuple[Path, str | None]]:
+    """``FILE`` or ``FILE::QUESTION`` per turn; ``--question`` asks every file that has no question of its own."""
+    turns = []
+    for spec in files:
+        path, mark, own = spec.partition(QUESTION_MARK)
+        if mark and not own.strip():
+            raise SpeechHandsError(f"{spec!r}: nothing after {QUESTION_MARK!r}; write FILE::QUESTION, or FILE alone")
+        turns.append((Path(path), own.strip() if mark else question))
+    return turns
+
+
+def _load_chat_model(spec: str):
+    """The chat model ``--chat-model`` names, loaded by the local-LLM loader (extra ``llm``)."""
+    try:
+        from speech_hands.backends.local_llm import load_chat_model
+    except ImportError as exc:
+        raise SpeechHandsError(
+            f"--chat-model needs the local chat-model loader (speech_hands.backends.local_llm, in the extra "
+            f"named llm of speech-hands), which cannot be imported here ({exc})"
+        ) from exc
+    try:
+        return load_chat_model(spec)
+    except SpeechHandsError:
+        raise
+    except Exception as exc:  # the loader's own failure (a missing model folder, a broken file): one line
+        raise SpeechHandsError(f"cannot load the chat model {spec!r} ({type(exc).__name__}: {exc})") from exc
+
+
+def _turn_line(path: Path, turn: Any) -> str:
+    if isinstance(turn, BaseException):
+        return json.dumps({"file": str(path), "error": f"{type(turn).__name__}: {turn}"})
+    data = turn.model_dump(mode="json", include={"index", "thread_id", "question", "transcript", "action"})
+    data |= turn.model_dump(mode="json", include={"probabilities", "cues", "reply", "skipped_reason", "notes"})
+    return json.dumps({"turn": data.pop("index"), "file": str(path), **data})
+
+
+def _print_turn(path: Path, turn: Any) -> None:
+    if isinstance(turn, BaseException):
+        console.print(f"[red]{escape(str(path))}: {escape(f'{type(turn).__name__}: {turn}')}[/red]")
+        return
+    action = turn.action.token if turn.action else f"skipped: {turn.skipped_reason}"
+    p = f" P={turn.probabilities[turn.action.value]:.2f}" if turn.action and turn.probabilities else ""
+    asked = f"[bold]Q:[/bold] {escape(turn.question)}\n  " if turn.question else ""
+    console.print(f"[bold]turn {turn.index}[/bold] [dim]{escape(str(path))}[/dim] {escape(action)}{p}")
+    console.print(f"  {asked}{escape(turn.transcript) or '[dim](nothing)[/dim]'}")
+    if turn.cues is not None:
+        console.print(f"  [dim]cues: {escape(turn.cues.as_text())}[/dim]")
+    if turn.reply is not None:
+        console.print(f"  [bold]assistant:[/bold] {escape(turn.reply)}")
+
+
+def _turn_unanswered(turn: Any) -> bool:
+    """A turn whose audio could not be read, or whose tools all failed; silence and non-speech are answered."""
+    if isinstance(turn, BaseException):
+        return True
+    return turn.action is None and not (turn.skipped_reason or "").startswith(("silent audio", "no speech"))
+
+
+@app.command()
+def chat(
+    files: list[str] = typer.Argument(
+        ..., help="one audio file per user turn, in order; FILE::QUESTION makes that turn an audio-QA turn"
+    ),
+    thread_id: str | None = typer.Option(
+        None, "--thread-id", help="continue this conversation (default: a new one, its id printed)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON line per turn instead of text"),
+    question: str | None = typer.Option(
+        None, "--question", help="ask this about every file that has no FILE::QUESTION of its own (audio-QA turns)"
+    ),
+    chat_model: str | None = typer.Option(
+        None,
+        "--chat-model",
+        help="the chat model that replies (bundled:qwen2.5-0.5b or a local model folder; extra `llm`); "
+        "default: none, a multi-turn transcription / audio-QA session",
+    ),
+    asr_context: bool | None = typer.Option(
+        None,
+        "--asr-context/--no-asr-context",
+        help="earlier turns' transcripts as the speech recognisers' prompt (default: as benchmarks/asr_prompt.py measured)",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="agent configuration file (default: the embedded one; audio QA needs a QA model)"
+    ),
+    trace_db: str | None = TraceDbOption,
+) -> None:
+    """Play a conversation from audio files, one user turn each: every turn is routed (traced like any
+    run: speech-hands trace THREAD), its cues measured, and the chat model replies with the whole
+    conversation in view. The conversation is kept in the trace database under its thread id.
+
+    Exit status: 0 when every turn was answered; 1 when some turn got no answer (its audio could not be
+    read, or every tool failed on it); 2 when nothing could run (every file unreadable, a bad option,
+    model or chat model), with one ``error:`` line."""
+    from speech_hands.agent.assistant import ASR_CONTEXT_DEFAULT, VoiceAssistant
+
+    turns = _turn_inputs(files, question)
+    unreadable = _unreadable_inputs([path for path, _ in turns])
+    if len(unreadable) == len(turns):
+        raise SpeechHandsError("; ".join(dict.fromkeys(unreadable.values())))
+    model = _load_chat_model(chat_model) if chat_model is not None else None
+    if config is None:
+        agent = _agent(trace_db=trace_db)
+    else:
+        from speech_hands.agent import SpeechHands
+        from speech_hands.assembly import build_parts
+
+        parts = build_parts(config)
+        settings = parts.agent if trace_db is None else parts.agent.model_copy(update={"trace_db": trace_db})
+        agent = SpeechHands(parts.omni, parts.external, config=settings)
+    if agent.omni.kind == "asr" and any(asked for _, asked in turns):
+        agent.close()
+        raise SpeechHandsError(
+            f"the agent's model {agent.omni.name!r} does speech recognition only and cannot answer a question; "
+            "give --config with an audio-QA model for FILE::QUESTION / --question turns"
+        )
+    agent.load()
+    assistant = VoiceAssistant(
+        agent, model, asr_context=ASR_CONTEXT_DEFAULT if asr_context is None else asr_context, owns_agent=True
+    )
+    thread = thread_id or assistant.new_thread()
+    earlier = len(assistant.conversation(thread)) if thread_id else 0
+    if not as_json:
+        what = f"continuing thread {thread} after {earlier} turn(s)" if thread_id else f"new thread {thread}"
+        err_console.print(f"[dim]{what}[/dim]")
+    outcomes: list[Any] = []
+    try:
+        with progress_bar(err_console, disable=len(turns) < 2 or not err_console.is_terminal, transient=True) as bar:
+            task = bar.add_task("turns", total=len(turns))
+            for path, asked in turns:
+                if path in unreadable:
+                    outcome: Any = SpeechHandsError(unreadable[path])
+                else:
+                    try:
+                        outcome = assistant.turn(path, asked, thread_id=thread)
+                    except SpeechHandsError as exc:
+                        if len(turns) == 1:
+                            raise
+                        outcome = exc
+                outcomes.append(outcome)
+                bar.advance(task)
+                if as_json:
+                    print(_turn_line(path, outcome), flush=True)
+                else:
+                    _print_turn(path, outcome)
+    finally:
+        assistant.close()
+    if not as_json:
+        err_console.print(
+            f"[dim]thread {thread}: continue with --thread-id {thread}; speech-hands trace {thread}[/dim]"
+        )
+    failed = [o for o in outcomes if _turn_unanswered(o)]
+    if failed:
+        err_console.print(f"[red]{len(failed)} of {len(outcomes)} turn(s) got no answer[/red]")
+        raise typer.Exit(code=1)
+
+
 def _trace_graph(trace_db: str | None):
     """The routing graph's shape over the trace database (no model): enough to read every run back."""
     from speech_hands.agent.speech_hands import open_checkpointer
