@@ -186,3 +186,39 @@ def test_a_chat_model_must_be_a_chat_model():
     agent, _ = _agent(":memory:")
     with pytest.raises(Exception, match="langchain-core chat model"):
         VoiceAssistant(agent, chat_model="qwen")
+
+
+def test_a_long_turn_is_routed_segment_by_segment_with_the_prompt_and_traced(tmp_path, shared_data):
+    import numpy as np
+    from helpers import write_wav
+
+    from speech_hands.audio import load_audio
+
+    parts = [load_audio(dev_flac(uid)).samples for uid in ("1688-142285-0000", "1688-142285-0001", "1688-142285-0003")]
+    long = write_wav(tmp_path / "long.wav", np.concatenate(parts))  # 34 s: over one Whisper window
+    agent, internal = _agent(str(tmp_path / "t.sqlite"))
+    with VoiceAssistant(agent, asr_context=True) as assistant:
+        thread = assistant.new_thread()
+        first = assistant.turn(dev_flac(TURNS[2]), thread_id=thread)
+        turn = assistant.turn(long, thread_id=thread)
+        trace = assistant.trace(thread)
+    assert turn.segmented and turn.index == 2 and turn.action is Action.INTERNAL
+    assert len(internal.prompts) >= 3 and set(internal.prompts[1:]) == {first.transcript}  # every segment
+    assert trace.turn == 2 and trace.route[0] == "segment" and "stitch" in trace.route
+    assert len(trace.segments) >= 2 and all("vote" in s.route for s in trace.segments)
+    assert trace.result is not None and trace.result.answer == turn.transcript
+
+
+def test_a_silent_turn_is_a_turn_that_heard_nothing(tmp_path):
+    import numpy as np
+    from helpers import write_wav
+
+    silent = write_wav(tmp_path / "silence.wav", np.zeros(16_000, dtype=np.float32))
+    agent, internal = _agent(":memory:")
+    model = _chat(["are you there?"])
+    with VoiceAssistant(agent, model) as assistant:
+        turn = assistant.turn(silent)
+    assert turn.action is None and turn.skipped_reason.startswith("silent audio") and internal.prompts == []
+    assert turn.cues is not None and turn.cues.no_speech and turn.reply == "are you there?"
+    assert model.received[0][-1].content.startswith("[turn 1] nothing was heard (silent audio")
+    assert "cues: no speech detected" in model.received[0][-1].content
