@@ -65,6 +65,9 @@ class ServerInput(BaseModel):
     )
     question: str | None = Field(default=None, description="a question about the audio (audio QA agents only)")
     utterance_id: str | None = Field(default=None, description="an id for the input (default: the file name)")
+    prompt: str | None = Field(
+        default=None, description="text said before the audio, for the speech recognisers that take a prompt (Whisper)"
+    )
 
 
 class InvalidInput(ValueError):
@@ -92,6 +95,7 @@ class ServerState(TypedDict, total=False):
     audio_b64: str | None
     question: str | None
     utterance_id: str | None
+    prompt: str | None
     long: bool
     outputs: Annotated[list[dict[str, Any]], extend]
     samples: Annotated[list[dict[str, Any]], extend]
@@ -163,13 +167,18 @@ def build_server_graph(agent: SpeechHands) -> StateGraph:
                 'give exactly one of {"audio": "<path on the server>"} and {"audio_b64": "<base64 bytes>"}'
             )
         request = ServerInput(
-            audio=path_value, audio_b64=b64, question=state.get("question"), utterance_id=state.get("utterance_id")
+            audio=path_value,
+            audio_b64=b64,
+            question=state.get("question"),
+            utterance_id=state.get("utterance_id"),
+            prompt=state.get("prompt"),
         )
         source = Path(request.audio) if request.audio is not None else decode_upload(request.audio_b64 or "")
         loaded = agent._prepare(source, request.question, request.utterance_id)
         ref = loaded.ref.model_dump(mode="json")
         long = agent.segmented(loaded, request.question)
-        fresh: dict[str, Any] = {**fresh_segmented_input(ref), **fresh_input(ref, request.question)}
+        prompt = request.prompt
+        fresh: dict[str, Any] = {**fresh_segmented_input(ref, prompt), **fresh_input(ref, request.question, prompt)}
         return {**fresh, "audio_b64": None, "long": long}
 
     def which(state: ServerState) -> str:

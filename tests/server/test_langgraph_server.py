@@ -44,12 +44,33 @@ def run(graph, payload, thread="t", **kwargs):
 
 def test_input_and_output_schemas_are_plain_json(graph):
     schema = graph.get_input_jsonschema()
-    assert set(schema["properties"]) == {"audio", "audio_b64", "question", "utterance_id"}
+    assert set(schema["properties"]) == {"audio", "audio_b64", "question", "utterance_id", "prompt"}
     output = graph.get_output_jsonschema()
     assert {"answer", "action", "outputs", "reflections", "notes"} <= set(output["properties"])
     context = graph.get_context_jsonschema()
     assert {"n_best", "k_samples", "max_rewrites", "interrupt_on", "interrupt_below"} <= set(context["properties"])
     json.dumps([schema, output, context])
+
+
+def test_the_inputs_prompt_reaches_the_recognisers_that_take_one(shared_data):
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from speech_hands.agent.server import build_server_graph
+
+    class Prompted(FixedASR):
+        def transcribe(self, audio, n_best: int = 5, prompt: str | None = None):
+            self.prompts.append(prompt)
+            return super().transcribe(audio, n_best)
+
+    internal = Prompted("internal-asr", ["a b c"])
+    internal.prompts = []
+    omni = ComposedOmni(internal, ScriptedPolicy([Action.INTERNAL]), CountingRewriter())
+    agent = SpeechHands(omni, [FixedASR("external-asr", ["a b d"])], config=AgentConfig(trace_db=":memory:"))
+    compiled = build_server_graph(agent).compile(checkpointer=InMemorySaver())
+    out = run(compiled, {"audio": str(dev_flac(UTT)), "prompt": "what was said before"})
+    assert internal.prompts == ["what was said before"] and out["answer"] == "a b c"
+    assert any(n.startswith("tool external-asr takes no text prompt") for n in out["notes"])
+    agent.close()
 
 
 def test_a_path_and_base64_give_the_same_answer(graph, shared_data):
