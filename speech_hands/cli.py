@@ -353,7 +353,9 @@ def chat(
     thread = thread_id or assistant.new_thread()
     earlier = len(assistant.conversation(thread)) if thread_id else 0
     if not as_json:
-        what = f"continuing thread {thread} after {earlier} turn(s)" if thread_id else f"new thread {thread}"
+        what = f"continuing thread {thread} after {earlier} turn(s)" if earlier else f"new thread {thread}"
+        if thread_id and not earlier:
+            what += " (no earlier turns of it in this trace database)"
         err_console.print(f"[dim]{what}[/dim]")
     outcomes: list[Any] = []
     try:

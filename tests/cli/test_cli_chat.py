@@ -89,3 +89,36 @@ def test_one_unreadable_turn_among_good_ones_is_status_1(tmp_path, shared_data):
     assert done.returncode == 1
     lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
     assert lines[0]["turn"] == 1 and "not found" in lines[1]["error"]
+
+
+@pytest.mark.slow
+def test_chat_model_spec_goes_to_the_shared_loader_and_replies_reach_the_json(tmp_path, shared_data, monkeypatch):
+    """The loader (speech_hands.backends.local_llm, another module's job) is stood in for by a module that
+    returns langchain-core's GenericFakeChatModel: what is under test is the command's wiring."""
+    import types
+    from itertools import cycle
+
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from typer.testing import CliRunner
+
+    from speech_hands.cli import app
+
+    asked: list[str] = []
+
+    def load_chat_model(spec: str):
+        asked.append(spec)
+        return GenericFakeChatModel(messages=cycle([AIMessage(content="noted"), AIMessage(content="and that")]))
+
+    fake = types.ModuleType("speech_hands.backends.local_llm")
+    fake.load_chat_model = load_chat_model
+    monkeypatch.setitem(sys.modules, "speech_hands.backends.local_llm", fake)
+    files = [str(dev_flac(uid)) for uid in TURNS[:2]]
+    db = str(tmp_path / "t.sqlite")
+    done = CliRunner().invoke(app, ["chat", *files, "--chat-model", "bundled:qwen2.5-0.5b", "--json", "--trace-db", db])
+    assert done.exit_code == 0, done.output
+    lines = [json.loads(line) for line in done.output.strip().splitlines() if line.startswith("{")]
+    assert asked == ["bundled:qwen2.5-0.5b"] and [t["reply"] for t in lines] == ["noted", "and that"]
+    again = ["chat", files[0], "--chat-model", "x", "--thread-id", lines[0]["thread_id"], "--trace-db", db]
+    text = CliRunner().invoke(app, again)
+    assert text.exit_code == 0 and "turn 3" in text.output and "assistant:" in text.output and "cues:" in text.output
