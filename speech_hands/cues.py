@@ -120,34 +120,50 @@ def _dbfs(samples: np.ndarray) -> float | None:
 
 
 def f0_track(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The f0 (Hz) of every voiced frame, in order (see the module docstring for the estimator)."""
+    """The f0 (Hz) of every voiced frame, in order (see the module docstring for the estimator). Frames
+    are analysed :data:`CHUNK_FRAMES` at a time, so memory stays flat however long the audio is."""
     frame, hop = round(FRAME_S * sample_rate), round(HOP_S * sample_rate)
     if samples.size < frame:
         return np.zeros(0)
-    frames = np.lib.stride_tricks.sliding_window_view(samples.astype(np.float64), frame)[::hop]
-    frames = frames - frames.mean(axis=1, keepdims=True)
-    energy = np.sum(frames**2, axis=1)
-    loud = energy > 0
-    if not loud.any():
+    view = np.lib.stride_tricks.sliding_window_view(samples, frame)[::hop]
+    energy = np.concatenate([_energy(view[i : i + CHUNK_FRAMES]) for i in range(0, len(view), CHUNK_FRAMES)])
+    if not (energy > 0).any():
         return np.zeros(0)
     floor = energy.max() * 10 ** (-VOICED_FLOOR_DB / 10)
-    windowed = frames * np.hanning(frame)
-    spectrum = np.fft.rfft(windowed, n=2 * frame, axis=1)
+    found = [
+        _voiced_f0(view[i : i + CHUNK_FRAMES], energy[i : i + CHUNK_FRAMES], floor, sample_rate)
+        for i in range(0, len(view), CHUNK_FRAMES)
+    ]
+    return np.concatenate(found) if found else np.zeros(0)
+
+
+#: Frames analysed at once by :func:`f0_track` (about 10 MB of float64 per chunk).
+CHUNK_FRAMES = 1000
+
+
+def _energy(frames: np.ndarray) -> np.ndarray:
+    centred = frames.astype(np.float64) - frames.mean(axis=1, keepdims=True)
+    return np.sum(centred**2, axis=1)
+
+
+def _voiced_f0(frames: np.ndarray, energy: np.ndarray, floor: float, sample_rate: int) -> np.ndarray:
+    frame = frames.shape[1]
+    centred = frames.astype(np.float64) - frames.mean(axis=1, keepdims=True)
+    spectrum = np.fft.rfft(centred * np.hanning(frame), n=2 * frame, axis=1)
     acf = np.fft.irfft(np.abs(spectrum) ** 2, axis=1)[:, :frame]
     lag_min, lag_max = int(sample_rate / F0_MAX_HZ), min(int(sample_rate / F0_MIN_HZ), frame - 2)
     zero = np.where(acf[:, 0] > 0, acf[:, 0], 1.0)
     normalised = acf[:, lag_min : lag_max + 1] / zero[:, None]
     best = np.argmax(normalised, axis=1)
     peak = normalised[np.arange(len(best)), best]
-    voiced = (peak >= VOICING) & (energy >= floor) & loud
-    lags = []
-    for row in np.flatnonzero(voiced):
-        k = best[row] + lag_min
-        left, mid, right = acf[row, k - 1], acf[row, k], acf[row, k + 1]
-        denominator = left - 2 * mid + right
-        shift = 0.5 * (left - right) / denominator if denominator < 0 else 0.0  # the parabola's vertex
-        lags.append(k + float(np.clip(shift, -0.5, 0.5)))
-    return sample_rate / np.asarray(lags, dtype=np.float64)
+    voiced = (peak >= VOICING) & (energy >= floor) & (energy > 0)
+    rows = np.flatnonzero(voiced)
+    k = best[rows] + lag_min
+    left, mid, right = acf[rows, k - 1], acf[rows, k], acf[rows, k + 1]
+    denominator = left - 2 * mid + right
+    curved = denominator < 0  # a peak: refine the lag to the parabola's vertex
+    shift = np.where(curved, 0.5 * (left - right) / np.where(curved, denominator, -1.0), 0.0)
+    return sample_rate / (k + np.clip(shift, -0.5, 0.5))
 
 
 def measure_cues(samples: np.ndarray, transcript: str | None = None, *, sample_rate: int = SAMPLE_RATE) -> Cues:
