@@ -19,8 +19,9 @@ Definitions (16 kHz mono samples in [-1, 1]):
   (0 dBFS: a full-scale square wave; a full-scale sine is -3 dBFS). It depends on the microphone and
   its gain as much as on the speaker: compare turns of one conversation, not speakers.
 - **pitch**: the fundamental frequency (f0) of every voiced 40 ms frame (10 ms hop), estimated by
-  normalised autocorrelation (the lag of the highest peak between 1/:data:`F0_MAX_HZ` and
-  1/:data:`F0_MIN_HZ`, refined by a parabola); a frame is voiced when that peak is at least
+  normalised autocorrelation (the lag of the highest value between 1/:data:`F0_MAX_HZ` and
+  1/:data:`F0_MIN_HZ`, refined by a parabola); a frame is voiced when that value is a peak (not at
+  either end of the range: a falling autocorrelation's edge is no period), is at least
   :data:`VOICING` and the frame is no more than 30 dB below the loudest one. The 5th and 95th
   percentiles, and their distance in semitones, are reported when there are at least
   :data:`MIN_VOICED_FRAMES` voiced frames. Limits: a plain autocorrelation estimator, no tracking
@@ -156,7 +157,8 @@ def _voiced_f0(frames: np.ndarray, energy: np.ndarray, floor: float, sample_rate
     normalised = acf[:, lag_min : lag_max + 1] / zero[:, None]
     best = np.argmax(normalised, axis=1)
     peak = normalised[np.arange(len(best)), best]
-    voiced = (peak >= VOICING) & (energy >= floor) & (energy > 0)
+    inside = (best > 0) & (best < normalised.shape[1] - 1)  # a maximum at the range's edge is no peak
+    voiced = (peak >= VOICING) & (energy >= floor) & (energy > 0) & inside
     rows = np.flatnonzero(voiced)
     k = best[rows] + lag_min
     left, mid, right = acf[rows, k - 1], acf[rows, k], acf[rows, k + 1]
