@@ -157,7 +157,7 @@ def test_langgraph_dev_runs_the_real_default_agent(server, shared_data, dev_refe
     client = get_sync_client(url=server)
     (assistant,) = client.assistants.search(graph_id="speech_hands")
     schemas = client.assistants.get_schemas(assistant["assistant_id"])
-    assert set(schemas["input_schema"]["properties"]) == {"audio", "audio_b64", "question", "utterance_id"}
+    assert set(schemas["input_schema"]["properties"]) == {"audio", "audio_b64", "question", "utterance_id", "prompt"}
 
     thread = client.threads.create()
     chunks = list(
