@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from speech_hands.cli_options import CheckpointerOption
 from speech_hands.errors import SpeechHandsError
 from speech_hands.progress import progress_bar
 
@@ -29,10 +30,6 @@ err_console = Console(stderr=True)
 SAMPLES_DIR = Path(__file__).parent / "data" / "samples"
 DEMO_SAMPLE = SAMPLES_DIR / "2609-156975-0009.flac"
 
-TraceDbOption = typer.Option(
-    None, "--trace-db", help="SQLite file for traces (default ~/.cache/speech_hands/traces.sqlite; ':memory:')"
-)
-
 
 def _agent(
     *,
@@ -45,15 +42,18 @@ def _agent(
     **config: Any,
 ):
     from speech_hands.agent import SpeechHands
+    from speech_hands.cli_options import open_for_command
 
+    location, saver = open_for_command(trace_db)  # a bad or unreachable database fails before any model loads
     if replay is not None:
-        return SpeechHands.from_replay(replay, trace_db=trace_db, **config)
+        return SpeechHands.from_replay(replay, trace_db=location, checkpointer=saver, **config)
     return SpeechHands.default(
         internal_model=internal_model,
         external_models=tuple(external_models or ["bundled:tiny.en"]),
         policy=policy,
         reflector=reflector,
-        trace_db=trace_db,
+        trace_db=location,
+        checkpointer=saver,
         **config,
     )
 
@@ -119,7 +119,7 @@ def transcribe(
         "from `speech-hands train-reflector --out`, or a checkpoint folder from `speech-hands finetune` (the "
         "action-token Whisper)",
     ),
-    trace_db: str | None = TraceDbOption,
+    trace_db: str | None = CheckpointerOption,
 ) -> None:
     """Transcribe FILES with the agent: perceive, reflect, route; prints answer, action and candidates.
 
@@ -390,14 +390,16 @@ def chat(
 
 
 def _trace_graph(trace_db: str | None):
-    """The routing graph's shape over the trace database (no model): enough to read every run back."""
-    from speech_hands.agent.speech_hands import open_checkpointer
-    from speech_hands.config import AgentConfig
+    """The routing graph's shape over the checkpointer (no model): enough to read every run back."""
+    from speech_hands.checkpointing import MEMORY, is_postgres, open_checkpointer
+    from speech_hands.cli_options import resolve
     from speech_hands.graphs.routing import graph_shape
 
-    db = AgentConfig(trace_db=trace_db).resolved_trace_db()
-    if db != ":memory:" and not Path(db).exists():
-        raise SpeechHandsError(f"no trace database at {db}; run `speech-hands transcribe` first or pass --trace-db")
+    db = resolve(trace_db)
+    if db != MEMORY and not is_postgres(db) and not Path(db).exists():
+        raise SpeechHandsError(
+            f"no trace database at {db}; run `speech-hands transcribe` first or pass --checkpointer / --trace-db"
+        )
     return graph_shape().compile(checkpointer=open_checkpointer(db)), db
 
 
@@ -417,8 +419,12 @@ LowConfidenceFilter = typer.Option(None, "--low-confidence", help="only runs wit
 
 def _reports(db: str, report: list[Path] | None) -> list[Path]:
     """The eval report folders to join: the ones given, else the trace db's folder when it is one."""
+    from speech_hands.checkpointing import is_postgres
+
     if report:
         return list(report)
+    if is_postgres(db):
+        return []
     folder = Path(db).parent
     return [folder] if db != ":memory:" and (folder / "results.jsonl").exists() else []
 
@@ -451,7 +457,7 @@ def trace(
     mismatch: bool = MismatchFilter,
     low_confidence: float | None = LowConfidenceFilter,
     limit: int = typer.Option(5, help="with filters: at most this many runs, newest first"),
-    trace_db: str | None = TraceDbOption,
+    trace_db: str | None = CheckpointerOption,
 ) -> None:
     """Show the decision history of one run (or of the runs the filters pick), read back from the
     checkpointer (no model is run)."""
@@ -496,7 +502,7 @@ def threads(
     wrong: bool = WrongFilter,
     mismatch: bool = MismatchFilter,
     low_confidence: float | None = LowConfidenceFilter,
-    trace_db: str | None = TraceDbOption,
+    trace_db: str | None = CheckpointerOption,
 ) -> None:
     """List the most recent thread ids in the trace database; with filters (or --report), a table of
     the matching runs: item, action, P(decision), gold action, WER."""
@@ -522,7 +528,7 @@ def ui(
     host: str = typer.Option("127.0.0.1", help="address to bind (default: this machine only)"),
     port: int = typer.Option(8765, help="port (0: any free port)"),
     limit: int | None = typer.Option(None, help="only the most recent N runs"),
-    trace_db: str | None = TraceDbOption,
+    trace_db: str | None = CheckpointerOption,
 ) -> None:
     """Serve the trace viewer on localhost: every run with filters, candidates and word diffs, the
     action probabilities, votes, rewrites, the route through the graph and per-node latency, and the
@@ -555,7 +561,7 @@ def export_html(
     out: Path = typer.Option(..., "--out", help="the HTML file to write"),
     report: list[Path] | None = ReportOption,
     limit: int | None = typer.Option(None, help="only the most recent N runs"),
-    trace_db: str | None = TraceDbOption,
+    trace_db: str | None = CheckpointerOption,
 ) -> None:
     """Write the trace viewer as one self-contained HTML page (no network access; audio is linked by
     file:// path, not copied)."""
@@ -570,7 +576,7 @@ def export_html(
 
 @app.command()
 def demo(
-    trace_db: str | None = TraceDbOption,
+    trace_db: str | None = CheckpointerOption,
     k_samples: int = typer.Option(1, "--k", help="reflection draws; >1 turns on majority voting"),
 ) -> None:
     """Run the agent on the bundled LibriSpeech sample with the embedded offline default models."""

@@ -9,9 +9,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from speech_hands.audio import MAX_DURATION_S, SEGMENT_S
+from speech_hands.checkpointing import MEMORY, resolve_location
 from speech_hands.types import Action
 
-MEMORY = ":memory:"
+__all__ = ["MEMORY", "AgentConfig", "default_trace_db"]
 
 
 def default_trace_db() -> Path:
@@ -56,7 +57,9 @@ class AgentConfig(BaseModel):
         "of speech or more) is cut in two and routed again; 0 turns the check off",
     )
     trace_db: str | None = Field(
-        default=None, description="SQLite file for traces; ':memory:' keeps them in memory; None: default path"
+        default=None,
+        description="the checkpointer (traces): a SQLite file, a postgresql:// URL (extra 'postgres'; several "
+        "processes can share it), ':memory:' (this process only); None: the default SQLite path",
     )
     detect_speech: bool = Field(
         default=True,
@@ -91,6 +94,5 @@ class AgentConfig(BaseModel):
     )
 
     def resolved_trace_db(self) -> str:
-        if self.trace_db == MEMORY:
-            return MEMORY
-        return str(Path(self.trace_db).expanduser() if self.trace_db else default_trace_db())
+        """The checkpointer location to open (:func:`speech_hands.checkpointing.resolve_location`)."""
+        return resolve_location(self.trace_db, default_trace_db)

@@ -30,3 +30,8 @@ class RemoteUnavailable(ToolFailure, ConnectionError):
 
 class ModelOutputError(SpeechHandsError):
     """A model produced output that cannot be parsed (e.g. no action token)."""
+
+
+class CheckpointerUnavailable(SpeechHandsError):
+    """The checkpointer cannot be opened: a Postgres database that is unreachable, refuses the login or
+    does not exist. The message shows the location without its password."""

@@ -8,6 +8,7 @@ pyproject.toml), ``make test-extras`` runs ``pytest -m extras`` in ``.venv-extra
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,30 @@ def dev_references(shared_data: Path) -> dict[str, str]:
 
     with (shared_data / "librispeech_other_dev" / "transcripts.tsv").open(newline="") as fh:
         return {row["utt_id"]: row["text"] for row in csv.DictReader(fh, delimiter="\t")}
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (Debian's binaries; ``tests/postgres.py``) for the whole session, started on
+    first use and always stopped. Missing binaries fail the test that asks for it."""
+    from postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture()
+def postgres_url(postgres) -> str:
+    """A fresh, empty database on the session's server: its postgresql:// URL (with the password)."""
+    return postgres.create_database(f"test_{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def checkpointer_location(request, tmp_path: Path) -> str:
+    """One suite, every backend: a SQLite file, or a fresh Postgres database (the same tests run on both)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "traces.sqlite")
+    return request.getfixturevalue("postgres_url")

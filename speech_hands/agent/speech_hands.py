@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sqlite3
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -17,13 +16,13 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from speech_hands.assembly import build_parts, default_config, preload
 from speech_hands.audio import SAMPLE_RATE, SEGMENTED_OVER_S, AudioInput, AudioStore, load_audio, virtual_audio
 from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
+from speech_hands.checkpointing import close_checkpointer, is_postgres, open_async_saver, open_checkpointer
 from speech_hands.config import MEMORY, AgentConfig
 from speech_hands.errors import ConfigurationError
 from speech_hands.graphs.context import RunContext, as_context
@@ -63,7 +62,8 @@ def open_cache(config: AgentConfig) -> BaseCache | None:
         from langgraph.cache.sqlite import SqliteCache
 
         db = config.resolved_trace_db()
-        base = Path(db).parent if db != MEMORY else Path(os.environ.get("SPEECH_HANDS_HOME", Path.home() / ".cache"))
+        local = db != MEMORY and not is_postgres(db)  # with Postgres the cache stays on this machine
+        base = Path(db).parent if local else Path(os.environ.get("SPEECH_HANDS_HOME", Path.home() / ".cache"))
         base.mkdir(parents=True, exist_ok=True)
         return SqliteCache(path=str(base / "perception-cache.sqlite"))
     return None
@@ -72,21 +72,6 @@ def open_cache(config: AgentConfig) -> BaseCache | None:
 def otel_enabled(config: AgentConfig) -> bool:
     """Whether runs emit OpenTelemetry spans: ``AgentConfig.otel``, or ``SPEECH_HANDS_OTEL=1``."""
     return config.otel or os.environ.get("SPEECH_HANDS_OTEL", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def open_checkpointer(trace_db: str) -> BaseCheckpointSaver:
-    """A real LangGraph checkpointer: SQLite on disk, or in memory for ``':memory:'``."""
-    if trace_db == MEMORY:
-        return InMemorySaver()
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    path = Path(trace_db)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One connection shared by the graph's worker threads; SqliteSaver serialises access with a lock.
-    conn = sqlite3.connect(str(path), check_same_thread=False)
-    saver = SqliteSaver(conn)
-    saver.setup()
-    return saver
 
 
 def _with_handler(callbacks: Any, handler: Any) -> Any:
@@ -137,7 +122,6 @@ class SpeechHands:
         names = [t.name for t in self.tools]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"tool names must be unique, got {names}; pass name=... to the backends")
-        self._db_path = None if checkpointer is not None else self.config.resolved_trace_db()
         self.checkpointer = checkpointer or open_checkpointer(self.config.resolved_trace_db())
         self.cache = open_cache(self.config)
         settings = RoutingSettings(
@@ -389,7 +373,8 @@ class SpeechHands:
         context: ContextInput = None,
     ) -> AgentResult:
         """Async :meth:`invoke` on LangGraph's native ``ainvoke``: the graph's own async loop, with an
-        async checkpointer (``AsyncSqliteSaver`` on the same trace database, or the in-memory saver);
+        async checkpointer (``AsyncSqliteSaver`` on the same trace database, ``AsyncPostgresSaver`` on the same
+        Postgres database, or the in-memory saver);
         the blocking backends run in LangGraph's worker threads, so the event loop stays free. Long
         audio (segment by segment) and a checkpointer without async methods run :meth:`invoke` in a
         worker thread instead."""
@@ -408,18 +393,11 @@ class SpeechHands:
     @contextlib.asynccontextmanager
     async def _async_graph(self) -> AsyncIterator[CompiledStateGraph | None]:
         """The routing graph over a checkpointer with native async methods (None: there is none)."""
-        if isinstance(self.checkpointer, InMemorySaver):
-            yield self.graph
-            return
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        if isinstance(self.checkpointer, SqliteSaver) and self._db_path not in (None, MEMORY):
-            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-            async with AsyncSqliteSaver.from_conn_string(self._db_path) as saver:
-                yield self.graph.copy(update={"checkpointer": saver})
-            return
-        yield None
+        async with open_async_saver(self.checkpointer) as saver:
+            if saver is None:
+                yield None
+            else:
+                yield self.graph if saver is self.checkpointer else self.graph.copy(update={"checkpointer": saver})
 
     def batch(
         self,
@@ -549,9 +527,7 @@ class SpeechHands:
             if self._closed:
                 return
             self._closed = True
-        conn = getattr(self.checkpointer, "conn", None)
-        if conn is not None:
-            conn.close()
+        close_checkpointer(self.checkpointer)
 
     def __enter__(self) -> SpeechHands:
         return self

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import typer
 
+from speech_hands.checkpointing import close_checkpointer
+from speech_hands.cli_options import CheckpointerOption
 from speech_hands.errors import ConfigurationError, SpeechHandsError
 
 __all__ = ["register"]
@@ -36,24 +38,31 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _agent(config: Path | None, trace_db: str | None):
+    """The agent to serve. Its checkpointer (``--checkpointer``, else the configuration's ``trace_db``)
+    is opened first: a bad or unreachable database fails before any model loads."""
     from speech_hands.agent import SpeechHands
+    from speech_hands.cli_options import open_for_command
 
     if config is None:
-        return SpeechHands.default(trace_db=trace_db)
-    from speech_hands.assembly import build_parts
+        location, saver = open_for_command(trace_db)
+        return SpeechHands.default(trace_db=location, checkpointer=saver)
+    from speech_hands.assembly import build_parts, read_config
 
-    parts = build_parts(config)
-    settings = parts.agent if trace_db is None else parts.agent.model_copy(update={"trace_db": trace_db})
-    return SpeechHands(parts.omni, parts.external, config=settings)
+    location, saver = open_for_command(trace_db or read_config(config)[0].agent.trace_db)
+    try:
+        parts = build_parts(config)
+    except BaseException:
+        close_checkpointer(saver)
+        raise
+    settings = parts.agent.model_copy(update={"trace_db": location})
+    return SpeechHands(parts.omni, parts.external, config=settings, checkpointer=saver)
 
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind (default: this machine only)"),
     port: int = typer.Option(8000, help="port"),
     config: Path | None = typer.Option(None, "--config", help="agent configuration file (default: the embedded one)"),
-    trace_db: str | None = typer.Option(
-        None, "--trace-db", help="SQLite file for traces (default ~/.cache/speech_hands/traces.sqlite; ':memory:')"
-    ),
+    trace_db: str | None = CheckpointerOption,
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="SPEECH_HANDS_API_KEY", help="require 'Authorization: Bearer KEY' on /v1"
     ),

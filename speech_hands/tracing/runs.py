@@ -240,21 +240,9 @@ def load_report_items(folder: str | Path) -> list[ReportItem]:
 
 def list_threads(graph: CompiledStateGraph, limit: int | None = None) -> list[str]:
     """Thread ids in the checkpointer, the most recently written first."""
-    saver = graph.checkpointer
-    conn = getattr(saver, "conn", None)
-    if conn is not None and type(saver).__name__ == "SqliteSaver":  # one query instead of every checkpoint
-        with saver.lock:
-            rows = conn.execute(
-                "SELECT thread_id FROM checkpoints GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC"
-            ).fetchall()
-        ids = [row[0] for row in rows]
-        return ids[:limit] if limit else ids
-    seen: dict[str, None] = {}
-    for item in saver.list(None):
-        seen.setdefault(item.config["configurable"]["thread_id"], None)
-        if limit and len(seen) >= limit:
-            break
-    return list(seen)
+    from speech_hands.checkpointing import thread_ids
+
+    return thread_ids(graph.checkpointer, limit)  # type: ignore[arg-type]
 
 
 def _timing(update: Any) -> float | None:
@@ -451,8 +439,10 @@ def load_catalog(
             log.warning("skipped thread %s: %s", thread_id, exc)
             continue
         runs.append(run_view(trace, items.get(thread_id), edges=edge_set))
+    from speech_hands.checkpointing import redact
+
     return RunCatalog(
-        trace_db=trace_db,
+        trace_db=redact(trace_db),  # the page shows it: never a password
         reports=[str(r) for r in reports],
         runs=runs,
         graph_nodes=list(shape.nodes),

@@ -1,7 +1,9 @@
 """LangGraph's own machinery in the routing graph: run config and callbacks, context_schema, stream
 modes and the typed custom events, interrupt + resume, time travel in traces, node cache and retry
 policies, and the native async path. The real graph and checkpointer run; test doubles stand only for
-the models (a scripted reflection forces each edge)."""
+the models (a scripted reflection forces each edge). The tests that lean on the checkpointer (interrupt
+and resume, time travel, long audio's subgraph checkpoints, the async saver) run once per saver: SQLite
+and a real PostgreSQL (``checkpointer_location``, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -38,9 +40,9 @@ def make_agent(policy, tmp_path: Path, *, externals=None, **config) -> tuple[Spe
     internal = FixedASR("internal-asr", INTERNAL_TEXT)
     externals = externals if externals is not None else [FixedASR("external-asr", EXTERNAL_TEXT)]
     omni = ComposedOmni(internal, policy, CountingRewriter())
-    # fixed short texts: long audio's words-per-second check is off
+    # fixed short texts: long audio's words-per-second check is off; trace_db: SQLite unless given
     cfg = AgentConfig(
-        trace_db=str(tmp_path / "traces.sqlite"), detect_speech=False, **{"min_words_per_speech_s": 0.0, **config}
+        **{"trace_db": str(tmp_path / "traces.sqlite"), "detect_speech": False, "min_words_per_speech_s": 0.0, **config}
     )
     return SpeechHands(omni, externals, config=cfg), internal, externals
 
@@ -222,8 +224,13 @@ def test_stream_modes_reach_the_segment_subgraphs(tmp_path, long_wav, modes):
 # --------------------------------------------------------------------- human in the loop, time travel
 
 
-def test_interrupt_before_a_rewrite_then_accept(tmp_path, speech_like):
-    agent, _, _ = make_agent(ScriptedPolicy([Action.REWRITE, Action.INTERNAL]), tmp_path, interrupt_on=["rewrite"])
+def test_interrupt_before_a_rewrite_then_accept(tmp_path, speech_like, checkpointer_location):
+    agent, _, _ = make_agent(
+        ScriptedPolicy([Action.REWRITE, Action.INTERNAL]),
+        tmp_path,
+        interrupt_on=["rewrite"],
+        trace_db=checkpointer_location,
+    )
     with agent:
         paused = agent.invoke(speech_like, thread_id="hitl-accept")
         assert paused.pending_review is not None
@@ -239,8 +246,10 @@ def test_interrupt_before_a_rewrite_then_accept(tmp_path, speech_like):
     assert any("a person accepted <rewrite>" in n for n in done.notes)
 
 
-def test_interrupt_then_override_with_another_action(tmp_path, speech_like):
-    agent, _, _ = make_agent(ScriptedPolicy([Action.REWRITE]), tmp_path, interrupt_on=["rewrite"])
+def test_interrupt_then_override_with_another_action(tmp_path, speech_like, checkpointer_location):
+    agent, _, _ = make_agent(
+        ScriptedPolicy([Action.REWRITE]), tmp_path, interrupt_on=["rewrite"], trace_db=checkpointer_location
+    )
     with agent:
         agent.invoke(speech_like, thread_id="hitl-override")
         done = agent.resume("hitl-override", action="external")
@@ -251,9 +260,9 @@ def test_interrupt_then_override_with_another_action(tmp_path, speech_like):
     assert any("overrode <rewrite> with <external>" in n for n in done.notes)
 
 
-def test_interrupt_below_a_probability_through_the_run_context(tmp_path, speech_like):
+def test_interrupt_below_a_probability_through_the_run_context(tmp_path, speech_like, checkpointer_location):
     probs = {Action.INTERNAL: 0.45, Action.EXTERNAL: 0.35, Action.REWRITE: 0.2}
-    agent, _, _ = make_agent(ScriptedPolicy([Action.INTERNAL], probs=probs), tmp_path)
+    agent, _, _ = make_agent(ScriptedPolicy([Action.INTERNAL], probs=probs), tmp_path, trace_db=checkpointer_location)
     with agent:
         assert agent.invoke(speech_like).pending_review is None  # off unless asked for
         paused = agent.invoke(speech_like, thread_id="low", context={"interrupt_below": 0.5})
@@ -262,8 +271,8 @@ def test_interrupt_below_a_probability_through_the_run_context(tmp_path, speech_
     assert done.action is Action.EXTERNAL
 
 
-def test_a_forked_thread_traces_one_branch(tmp_path, speech_like):
-    agent, _, _ = make_agent(ScriptedPolicy([Action.INTERNAL]), tmp_path)
+def test_a_forked_thread_traces_one_branch(tmp_path, speech_like, checkpointer_location):
+    agent, _, _ = make_agent(ScriptedPolicy([Action.INTERNAL]), tmp_path, trace_db=checkpointer_location)
     with agent:
         first = agent.invoke(speech_like, thread_id="fork")
         config = {"configurable": {"thread_id": "fork"}}
@@ -358,8 +367,10 @@ def test_local_backends_get_no_retry_policy(tmp_path):
 # --------------------------------------------------------------------- async
 
 
-def test_ainvoke_runs_the_graph_natively_on_an_async_checkpointer(tmp_path, speech_like, monkeypatch):
-    agent, _, _ = make_agent(ScriptedPolicy([Action.EXTERNAL]), tmp_path)
+def test_ainvoke_runs_the_graph_natively_on_an_async_checkpointer(
+    tmp_path, speech_like, monkeypatch, checkpointer_location
+):
+    agent, _, _ = make_agent(ScriptedPolicy([Action.EXTERNAL]), tmp_path, trace_db=checkpointer_location)
 
     def no_sync(*args, **kwargs):
         raise AssertionError("ainvoke must not call the sync graph")
@@ -371,7 +382,7 @@ def test_ainvoke_runs_the_graph_natively_on_an_async_checkpointer(tmp_path, spee
         monkeypatch.setattr(agent.graph, "invoke", no_sync)
         results = asyncio.run(main())
         assert [r.answer for r in results] == [EXTERNAL_TEXT[0]] * 3
-        trace = agent.trace("async-1")  # written by AsyncSqliteSaver into the same trace database
+        trace = agent.trace("async-1")  # written by the async saver (SQLite or Postgres) into the same storage
     assert trace.route[-3:] == ["vote", "use_external", "finish"]
 
 
@@ -383,8 +394,12 @@ def test_ainvoke_with_the_in_memory_checkpointer(tmp_path, speech_like):
     assert result.answer == INTERNAL_TEXT[0] and [len(o.hypotheses) for o in result.externals] == [1]
 
 
-def test_every_segment_of_long_audio_pauses_for_review_and_one_resume_answers_them(tmp_path, long_wav):
-    agent, _, _ = make_agent(ScriptedPolicy([Action.INTERNAL]), tmp_path, interrupt_on=["internal"])
+def test_every_segment_of_long_audio_pauses_for_review_and_one_resume_answers_them(
+    tmp_path, long_wav, checkpointer_location
+):
+    agent, _, _ = make_agent(
+        ScriptedPolicy([Action.INTERNAL]), tmp_path, interrupt_on=["internal"], trace_db=checkpointer_location
+    )
     with agent:
         paused = agent.invoke(long_wav, thread_id="long-review")
         assert paused.pending_review is not None and paused.pending_review["action"] == "internal"
