@@ -36,6 +36,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +51,8 @@ from speech_hands.errors import ConfigurationError, SpeechHandsError
 from speech_hands.graphs.context import RunContext
 from speech_hands.graphs.segments import SegmentedGraph, SegmentSettings, fresh_segmented_input
 from speech_hands.graphs.state import extend, fresh_input
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ServerInput", "ServerOutput", "build_server_graph", "make_graph", "server_graph"]
 
@@ -205,6 +208,15 @@ def served_agent() -> SpeechHands:
         from speech_hands.assembly import build_parts
 
         parts = build_parts(config_file)
+        if parts.agent.trace_db not in (None, ":memory:"):
+            from speech_hands.checkpointing import redact
+
+            log.warning(
+                "trace_db %s of %s is not used: the LangGraph server keeps the checkpoints in its own store "
+                "(langgraph dev: in memory; LangGraph Platform: its Postgres, POSTGRES_URI)",
+                redact(parts.agent.trace_db),
+                config_file,
+            )
         agent_config = parts.agent.model_copy(update={"trace_db": ":memory:"})
         return SpeechHands(parts.omni, parts.external, config=agent_config)
     return SpeechHands.default(trace_db=":memory:")

@@ -7,6 +7,8 @@ Routes (``docs/serve.md``)::
     GET  /v1/models                  OpenAI's model list: the agent's name
     POST /v1/audio/transcriptions    OpenAI-compatible (multipart: file, model, prompt, language, response_format)
     POST /v1/process                 the Speech-Hands contract (JSON with audio_b64, or multipart with file)
+    GET  /v1/threads/{id}/trace      the decision history of one run (thread_id of a response); every worker
+                                     on the same checkpointer (a shared Postgres) answers for every run
 
 Every run goes through the :class:`~speech_hands.service.limits.ConcurrencyGate` (503 + Retry-After
 when full) and runs in a worker thread (``anyio.to_thread``), off the event loop. Uploads are decoded
@@ -206,6 +208,14 @@ def create_app(agent: SpeechHands, settings: ServiceSettings | None = None, *, o
     @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(require_key)])
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=settings.model_name)])
+
+    @app.get("/v1/threads/{thread_id}/trace", dependencies=[Depends(require_key)])
+    async def thread_trace(thread_id: str) -> JSONResponse:
+        try:
+            trace = await anyio.to_thread.run_sync(agent.trace, thread_id)
+        except SpeechHandsError as exc:
+            raise ApiError(404, str(exc), code="thread_not_found", param="thread_id") from exc
+        return JSONResponse(trace.model_dump(mode="json"))
 
     @app.post("/v1/audio/transcriptions", dependencies=[Depends(require_key)])
     async def transcriptions(

@@ -246,3 +246,25 @@ def test_an_unsupported_scheme_is_refused_with_status_2():
     done = cli("threads", "--checkpointer", "redis://u:hunter2@127.0.0.1:6379/0")
     assert done.returncode == 2 and "unsupported checkpointer 'redis://u:***@127.0.0.1:6379/0'" in done.stderr
     assert "hunter2" not in done.stderr
+
+
+def test_the_langgraph_server_graph_says_it_does_not_use_a_configured_postgres(tmp_path, monkeypatch, caplog):
+    """Under `langgraph dev` / LangGraph Platform the server's own checkpointer keeps the runs: a
+    configuration's trace_db is not opened, and the log says so (without the password)."""
+    from speech_hands.agent import server
+
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[agent]\ntrace_db = "postgresql://u:hunter2@db.invalid/x"\n[omni]\nkind = "embedded"\n'
+        '[omni.predictor]\nkind = "openai-transcription"\nmodel = "m"\nbase_url = "http://127.0.0.1:9/v1"\n'
+    )
+    monkeypatch.setenv("SPEECH_HANDS_SERVER_CONFIG", str(config))
+    server.served_agent.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="speech_hands.agent.server"):
+            agent = server.served_agent()
+        assert agent.config.trace_db == ":memory:"
+        assert "postgresql://u:***@db.invalid/x" in caplog.text and "hunter2" not in caplog.text
+        agent.close()
+    finally:
+        server.served_agent.cache_clear()
