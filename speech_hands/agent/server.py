@@ -213,7 +213,7 @@ def served_agent() -> SpeechHands:
 
             log.warning(
                 "trace_db %s of %s is not used: the LangGraph server keeps the checkpoints in its own store "
-                "(langgraph dev: in memory; LangGraph Platform: its Postgres, POSTGRES_URI)",
+                "(langgraph dev: in memory; a built LangGraph server image: its Postgres, DATABASE_URI)",
                 redact(parts.agent.trace_db),
                 config_file,
             )

@@ -187,7 +187,12 @@ def test_a_sqlite_perception_cache_stays_on_the_worker_with_postgres(tmp_path, p
 # ------------------------------------------------------------------------------------- bad locations
 
 
-def test_locations_are_read_in_one_place():
+def test_locations_are_read_in_one_place(monkeypatch):
+    monkeypatch.setenv("SPEECH_HANDS_TRACE_DB", "postgresql://u@db:5432/sh")  # keeps the password off `ps`
+    assert resolve_location(None, Path) == "postgresql://u@db:5432/sh"
+    assert AgentConfig().resolved_trace_db() == "postgresql://u@db:5432/sh"
+    monkeypatch.delenv("SPEECH_HANDS_TRACE_DB")
+    assert resolve_location(None, lambda: Path("/x/traces.sqlite")) == "/x/traces.sqlite"
     assert resolve_location("postgresql://u:p@h:5432/db", Path) == "postgresql://u:p@h:5432/db"
     assert resolve_location("postgres://h/db", Path) == "postgres://h/db"  # not a file named "postgres:/h/db"
     assert resolve_location(":memory:", Path) == ":memory:"
@@ -268,3 +273,16 @@ def test_the_langgraph_server_graph_says_it_does_not_use_a_configured_postgres(t
         agent.close()
     finally:
         server.served_agent.cache_clear()
+
+
+def test_the_deploy_example_assembles_a_light_worker_on_postgres(postgres_url):
+    """examples/deploy-worker.toml: every backend is remote (nothing to load in the worker), and the agent
+    opens the shared database the deployment gives it."""
+    from speech_hands.assembly import build_parts
+
+    parts = build_parts(REPO / "examples" / "deploy-worker.toml")
+    assert [getattr(b, "remote", False) for b in [parts.omni, *parts.external]] == [True, True, True]
+    settings = parts.agent.model_copy(update={"trace_db": postgres_url})
+    with SpeechHands(parts.omni, parts.external, config=settings) as agent:
+        assert type(agent.checkpointer).__name__ == "PostgresSaver"
+        assert [t.name for t in agent.tools] == ["speech-hands-omni", "whisper-server", "parakeet-server"]
