@@ -22,7 +22,13 @@ from langgraph.types import Command
 from speech_hands.assembly import build_parts, default_config, preload
 from speech_hands.audio import SAMPLE_RATE, SEGMENTED_OVER_S, AudioInput, AudioStore, load_audio, virtual_audio
 from speech_hands.backends.base import ASRBackend, CaptionBackend, OmniBackend
-from speech_hands.checkpointing import close_checkpointer, is_postgres, open_async_saver, open_checkpointer
+from speech_hands.checkpointing import (
+    close_checkpointer,
+    is_postgres,
+    open_async_saver,
+    open_checkpointer,
+    thread_ids,
+)
 from speech_hands.config import MEMORY, AgentConfig
 from speech_hands.errors import ConfigurationError
 from speech_hands.graphs.context import RunContext, as_context
@@ -509,12 +515,7 @@ class SpeechHands:
 
     def threads(self, limit: int = 20) -> list[str]:
         """Recent thread ids in the checkpointer, newest first."""
-        seen: dict[str, None] = {}
-        for item in self.checkpointer.list(None, limit=limit * 50):
-            seen.setdefault(item.config["configurable"]["thread_id"], None)
-            if len(seen) >= limit:
-                break
-        return list(seen)
+        return thread_ids(self.checkpointer, limit)
 
     def draw(self) -> str:
         """The graph as Mermaid text (paste into any Mermaid viewer)."""

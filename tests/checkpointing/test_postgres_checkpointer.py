@@ -286,3 +286,25 @@ def test_the_deploy_example_assembles_a_light_worker_on_postgres(postgres_url):
     with SpeechHands(parts.omni, parts.external, config=settings) as agent:
         assert type(agent.checkpointer).__name__ == "PostgresSaver"
         assert [t.name for t in agent.tools] == ["speech-hands-omni", "whisper-server", "parakeet-server"]
+
+
+def test_missing_postgres_binaries_fail_the_tests_instead_of_skipping_them(monkeypatch):
+    import postgres as helper
+
+    monkeypatch.setattr(helper.glob, "glob", lambda pattern: [])
+    with pytest.raises(pytest.fail.Exception, match="PostgreSQL is not installed"):
+        helper.postgres_bin()
+
+
+def test_a_postgres_url_without_the_extra_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "langgraph.checkpoint.postgres", None)  # as if not installed
+    with pytest.raises(ConfigurationError, match=r"pip install 'speech-hands\[postgres\]'") as missing:
+        open_checkpointer("postgresql://u:hunter2@127.0.0.1:1/x")
+    assert "hunter2" not in str(missing.value)
+
+
+def test_threads_of_an_agent_are_newest_first_on_every_saver(checkpointer_location, audio):
+    with make_agent(checkpointer_location, [Action.INTERNAL]) as agent:
+        for thread in ("first", "second", "third"):
+            agent.invoke(audio["short"], thread_id=thread)
+        assert agent.threads() == ["third", "second", "first"] and agent.threads(2) == ["third", "second"]
