@@ -59,6 +59,11 @@ class PostgresServer:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
+    def restart(self) -> None:
+        """Stop the server (fast: open connections are cut) and start it again on the same port."""
+        log = str(self.data.parent / "postgres.log")  # never the captured stdout: the server would hold it open
+        _run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-m", "fast", "-w", "restart"])
+
     def create_database(self, name: str) -> str:
         """A new database owned by the test user; its URL (with the password)."""
         self.psql(f'CREATE DATABASE "{name}" OWNER {USER}')

@@ -308,3 +308,13 @@ def test_threads_of_an_agent_are_newest_first_on_every_saver(checkpointer_locati
         for thread in ("first", "second", "third"):
             agent.invoke(audio["short"], thread_id=thread)
         assert agent.threads() == ["third", "second", "first"] and agent.threads(2) == ["third", "second"]
+
+
+def test_a_database_restart_costs_no_run(postgres, postgres_url, audio):
+    """The pool checks a connection before lending it, so the first run after PostgreSQL restarts (every
+    pooled connection cut) reconnects instead of failing."""
+    with make_agent(postgres_url, [Action.EXTERNAL]) as agent:
+        assert agent.invoke(audio["short"], thread_id="before").answer == EXTERNAL[0]
+        postgres.restart()
+        assert agent.invoke(audio["short"], thread_id="after").answer == EXTERNAL[0]
+        assert agent.threads() == ["after", "before"]
