@@ -315,7 +315,7 @@ def chat(
     config: Path | None = typer.Option(
         None, "--config", help="agent configuration file (default: the embedded one; audio QA needs a QA model)"
     ),
-    trace_db: str | None = TraceDbOption,
+    trace_db: str | None = CheckpointerOption,
 ) -> None:
     """Play a conversation from audio files, one user turn each: every turn is routed (traced like any
     run: speech-hands trace THREAD), its cues measured, and the chat model replies with the whole
@@ -336,10 +336,12 @@ def chat(
     else:
         from speech_hands.agent import SpeechHands
         from speech_hands.assembly import build_parts
+        from speech_hands.cli_options import open_for_command
 
         parts = build_parts(config)
-        settings = parts.agent if trace_db is None else parts.agent.model_copy(update={"trace_db": trace_db})
-        agent = SpeechHands(parts.omni, parts.external, config=settings)
+        location, saver = open_for_command(trace_db or parts.agent.trace_db)  # before any model loads
+        settings = parts.agent.model_copy(update={"trace_db": location})
+        agent = SpeechHands(parts.omni, parts.external, config=settings, checkpointer=saver)
     if agent.omni.kind == "asr" and any(asked for _, asked in turns):
         agent.close()
         raise SpeechHandsError(
