@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from speech_hands.audio import MAX_DURATION_S, SEGMENT_S
 from speech_hands.checkpointing import MEMORY, resolve_location
@@ -23,6 +23,39 @@ def default_trace_db() -> Path:
     home = os.environ.get("SPEECH_HANDS_HOME") or os.environ.get("SPEECH_HANDS_CACHE")
     base = Path(home).expanduser() if home else Path.home() / ".cache" / "speech_hands"
     return base / "traces.sqlite"
+
+
+class FailoverConfig(BaseModel):
+    """When an external perception tool is taken out of routing and when it is tried again
+    (:mod:`speech_hands.graphs.availability`; the internal model is never taken out: docs/failover.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after_failures: int | None = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="consecutive failed calls (raised, timed out, or only implausible candidates) that mark an "
+        "external tool unavailable; None: never",
+    )
+    probe_interval_s: float = Field(
+        default=30.0, gt=0, le=86_400, description="seconds after which an unavailable tool is called again (probe)"
+    )
+    probe_backoff: float = Field(
+        default=2.0, ge=1.0, le=10.0, description="the probe interval is multiplied by this after each failed probe"
+    )
+    max_probe_interval_s: float = Field(
+        default=600.0, gt=0, le=86_400, description="the longest probe interval the backoff reaches"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FailoverConfig:
+        if self.max_probe_interval_s < self.probe_interval_s:
+            raise ValueError(
+                f"max_probe_interval_s ({self.max_probe_interval_s}) must be at least probe_interval_s "
+                f"({self.probe_interval_s})"
+            )
+        return self
 
 
 class AgentConfig(BaseModel):
@@ -80,6 +113,10 @@ class AgentConfig(BaseModel):
     )
     retry_attempts: int = Field(
         default=3, ge=1, le=10, description="attempts of a node calling a remote backend on connection errors"
+    )
+    failover: FailoverConfig = Field(
+        default_factory=FailoverConfig,
+        description="failover of external tools: marked unavailable after consecutive failures, probed again later",
     )
     otel: bool = Field(
         default=False,

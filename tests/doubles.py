@@ -128,3 +128,38 @@ class FailingRewriter(CountingRewriter):
             self.calls += 1
             raise TimeoutError("rewrite model did not answer")
         return super().rewrite(inp)
+
+
+class FaultyASR(FixedASR):
+    """An external tool that follows a script, one entry per call: ``"ok"`` (its fixed hypotheses),
+    ``"raise"``, ``"garbage"`` (text that is not words) or ``"hang"`` (blocks until ``release`` is set);
+    the last entry repeats. ``calls`` counts the calls that reached it."""
+
+    def __init__(self, name: str, script: Sequence[str], texts: Sequence[str] = ("a cat on a hat",)) -> None:
+        super().__init__(name, texts)
+        self.script = list(script)
+        self.calls = 0
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def transcribe(self, audio: AudioInput, n_best: int = 5) -> list[Hypothesis]:
+        with self._lock:
+            step = self.script[min(self.calls, len(self.script) - 1)]
+            self.calls += 1
+        if step == "raise":
+            raise RuntimeError("the tool's server answered 500 (simulated)")
+        if step == "garbage":
+            return [Hypothesis(text="#@!% ^&*( )#@! %^&*", score=-0.1, source=self.name, rank=0)]
+        if step == "hang":
+            self.release.wait(60)
+        return super().transcribe(audio, n_best)
+
+
+class FakeClock:
+    """A monotonic clock the test advances (``clock.now += 30``) instead of sleeping."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.cache.base import BaseCache
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
+from pydantic import BaseModel, Field
 
 from speech_hands.assembly import build_parts, default_config, preload
 from speech_hands.audio import SAMPLE_RATE, SEGMENTED_OVER_S, AudioInput, AudioStore, load_audio, virtual_audio
@@ -31,6 +32,7 @@ from speech_hands.checkpointing import (
 )
 from speech_hands.config import MEMORY, AgentConfig
 from speech_hands.errors import ConfigurationError
+from speech_hands.graphs.availability import Availability, ToolStatus
 from speech_hands.graphs.context import RunContext, as_context
 from speech_hands.graphs.routing import RoutingGraph, RoutingSettings
 from speech_hands.graphs.segments import (
@@ -47,6 +49,15 @@ from speech_hands.types import AgentResult
 
 AudioSource = str | Path | AudioInput | None
 ContextInput = RunContext | Mapping[str, Any] | None
+
+
+class AgentHealth(BaseModel):
+    """What :meth:`SpeechHands.health` reports: every tool's availability (failover) and whether the
+    agent is degraded (an external tool is out of routing) or cannot answer at all."""
+
+    status: Literal["ok", "degraded"]
+    tools: list[ToolStatus]
+    unavailable: list[str] = Field(default_factory=list, description="external tools out of routing now")
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,7 @@ class SpeechHands:
         config: AgentConfig | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
         tracer_provider: Any = None,
+        availability: Availability | None = None,
     ) -> None:
         self.config = config or AgentConfig()
         self.tracer_provider = tracer_provider  # OpenTelemetry (AgentConfig.otel); None: the global provider
@@ -142,7 +154,12 @@ class SpeechHands:
             interrupt_below=self.config.interrupt_below,
             retry_attempts=self.config.retry_attempts,
         )
-        self.routing = RoutingGraph(omni, self.tools, self.store, settings)
+        # failover of the external tools, shared by every run of this agent (``availability``: share one
+        # with another agent over the same backends, as the HTTP service's caller-N-best variant does)
+        self.availability = availability or Availability(
+            [t.name for t in self.tools if t.role == "external"], self.config.failover
+        )
+        self.routing = RoutingGraph(omni, self.tools, self.store, settings, availability=self.availability)
         self.graph: CompiledStateGraph = self.routing.build().compile(checkpointer=self.checkpointer, cache=self.cache)
         # long speech recognition input: the routing graph above, run once per segment as a subgraph
         segmenting = SegmentSettings(
@@ -520,6 +537,22 @@ class SpeechHands:
     def draw(self) -> str:
         """The graph as Mermaid text (paste into any Mermaid viewer)."""
         return self.graph.get_graph().draw_mermaid()
+
+    def health(self) -> AgentHealth:
+        """Every tool's availability now: the internal model (never taken out of routing) and each
+        external tool (failover: consecutive failures, last error, when it is probed again), with how
+        long a call that timed out has been running, if one still is."""
+        tracked = self.availability.status()
+        stuck = self.routing.calls.stuck()
+        tools = []
+        for tool in self.tools:
+            found = tracked.get(tool.name) or ToolStatus(name=tool.name, failover=False, available=True)
+            update: dict[str, Any] = {"role": tool.role}
+            if tool.name in stuck:
+                update["stuck_for_s"] = round(stuck[tool.name], 3)
+            tools.append(found.model_copy(update=update))
+        unavailable = [t.name for t in tools if not t.available]
+        return AgentHealth(status="degraded" if unavailable else "ok", tools=tools, unavailable=unavailable)
 
     # ------------------------------------------------------------------ lifecycle
 

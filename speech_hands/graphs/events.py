@@ -12,6 +12,8 @@ stream_mode="custom")`` as plain JSON dicts and turns them back into models with
 
 - :class:`ToolStarted` / :class:`ToolFinished`: one perception tool call (``perceive``), its wall time and
   error, if any;
+- :class:`ToolAvailability`: an external tool marked unavailable, probed again, its probe failed, or
+  restored (:mod:`speech_hands.graphs.availability`);
 - :class:`DecisionEvent`: a round's decision (``vote``): action, the three probabilities, policy, route;
 - :class:`VoteEvent`: the majority-vote tally when ``k_samples > 1``;
 - :class:`RewriteEvent`: a rewrite (``rewrite``): its strategy, text and how many candidates it saw;
@@ -47,6 +49,19 @@ class ToolFinished(_Event):
     n_hypotheses: int = 0
     top: str | None = Field(default=None, description="the top hypothesis")
     error: str | None = Field(default=None, description="'Type: message' when the call failed or timed out")
+
+
+class ToolAvailability(_Event):
+    """An availability change of an external tool (failover), written by the node that saw it."""
+
+    event: Literal["tool_availability"] = "tool_availability"
+    tool: str
+    change: Literal["unavailable", "probing", "probe_failed", "restored"]
+    available: bool = Field(description="whether the tool takes part in routing after this change")
+    consecutive_failures: int
+    error: str | None = Field(default=None, description="the failure that led to the change, if any")
+    next_probe_in_s: float | None = Field(default=None, description="when the tool is called again (unavailable)")
+    message: str = Field(description="the same change as a trace note")
 
 
 class DecisionEvent(_Event):
@@ -93,13 +108,15 @@ class ReviewRequest(_Event):
 
 
 StreamEventPayload = Annotated[
-    ToolStarted | ToolFinished | DecisionEvent | VoteEvent | RewriteEvent | ReviewRequest,
+    ToolStarted | ToolFinished | ToolAvailability | DecisionEvent | VoteEvent | RewriteEvent | ReviewRequest,
     Field(discriminator="event"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(StreamEventPayload)
 
 
-def parse_event(data: Any) -> ToolStarted | ToolFinished | DecisionEvent | VoteEvent | RewriteEvent | ReviewRequest:
+def parse_event(
+    data: Any,
+) -> ToolStarted | ToolFinished | ToolAvailability | DecisionEvent | VoteEvent | RewriteEvent | ReviewRequest:
     """A custom stream chunk (a dict) as its typed payload; raises pydantic's ValidationError otherwise."""
     return _ADAPTER.validate_python(data)
 

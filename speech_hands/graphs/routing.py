@@ -47,6 +47,12 @@ answer. Either way the candidates already perceived are kept. A policy or rewrit
 back to another one (its name holds ``(fallback:``, e.g. the learned reflector on audio it cannot
 score) is noted too: no fallback is silent.
 
+Failover (:mod:`speech_hands.graphs.availability`, docs/failover.md): ``prepare`` asks the agent's
+:class:`~speech_hands.graphs.availability.Availability` which external tools take part; one that failed
+``after_failures`` times in a row gets no ``perceive`` branch (a ``ToolUnavailable`` output and a note
+instead) until its probe is due; ``perceive`` reports each call's outcome, and every availability
+change is a ``ToolAvailability`` event and a note. The internal model is never left out.
+
 LangGraph's own machinery carries the rest (docs/langgraph.md): per-run settings come from the run's
 context (``context_schema`` = :class:`~speech_hands.graphs.context.RunContext`: n_best, k_samples,
 max_rewrites, interrupt_on, interrupt_below); ``vote`` calls ``interrupt()`` before following a decision
@@ -80,12 +86,14 @@ from langgraph.types import CachePolicy, RetryPolicy, Send, interrupt
 from speech_hands.audio import MIN_SPEECH_S, SAMPLE_RATE, AudioStore, speech_seconds
 from speech_hands.backends.base import OmniBackend
 from speech_hands.errors import ConfigurationError
+from speech_hands.graphs.availability import Availability
 from speech_hands.graphs.calls import ToolBusy, ToolCalls, ToolTimeout
 from speech_hands.graphs.context import RunContext, run_settings
 from speech_hands.graphs.events import (
     DecisionEvent,
     ReviewRequest,
     RewriteEvent,
+    ToolAvailability,
     ToolFinished,
     ToolStarted,
     VoteEvent,
@@ -301,6 +309,7 @@ class RoutingGraph:
         store: AudioStore,
         settings: RoutingSettings | None = None,
         calls: ToolCalls | None = None,
+        availability: Availability | None = None,
     ) -> None:
         internal = [t for t in tools if t.role == "internal"]
         if len(internal) != 1:
@@ -312,6 +321,8 @@ class RoutingGraph:
         self.tools = {t.name: t for t in tools}
         self.store = store
         self.calls = calls or ToolCalls()
+        # failover: the external tools that take part in routing now (shared by every run of this graph)
+        self.availability = availability or Availability([t.name for t in tools if t.role == "external"])
         self.settings = settings or RoutingSettings()
         self.remote_omni = bool(getattr(omni, "remote", False))
 
@@ -361,7 +372,32 @@ class RoutingGraph:
                     f"{audio.duration_s or samples.size / SAMPLE_RATE:.2f} s of audio; perception skipped "
                     "(Whisper invents text for non-speech; detect_speech=False turns this off)"
                 }
-        return {"round": 0}
+        return {"round": 0, **self._admit(audio.id)}
+
+    def _admit(self, audio_id: str) -> dict[str, Any]:
+        """Failover: which external tools this run leaves out (recorded as failed outputs, error type
+        ``ToolUnavailable``, without calling them) and which it probes; availability changes are traced."""
+        unavailable, probing, outputs, notes = [], [], [], []
+        for tool in self.tools.values():
+            admission = self.availability.admit(tool.name)
+            if admission.change is not None:
+                _announce(admission.change, notes)
+            if admission.probe:
+                probing.append(tool.name)
+            if admission.call:
+                continue
+            unavailable.append(tool.name)
+            error = ToolError(type="ToolUnavailable", message=admission.reason or "unavailable")
+            outputs.append(
+                ToolOutput(tool=tool.name, role=tool.role, kind=tool.kind, error=error).model_dump(mode="json")
+            )
+            notes.append(f"tool {tool.name} is {admission.reason}; not called")
+        update: dict[str, Any] = {"unavailable": unavailable, "probing": probing}
+        if outputs:
+            update["outputs"] = outputs
+        if notes:
+            update["notes"] = notes
+        return update
 
     def perceive(self, task: PerceiveTask) -> dict[str, Any]:
         tool = self.tools[task["tool"]]
@@ -399,6 +435,9 @@ class RoutingGraph:
             error = ToolError(type=type(exc).__name__, message=str(exc) or repr(exc))
             output = self._failed(tool, error, started)
             note = [f"tool {tool.name} failed ({error.type}: {error.message}); routing goes on without it"]
+        change = self.availability.record(tool.name, _failure(output), probe=bool(task.get("probe")))
+        if change is not None:
+            _announce(change, note)
         emit(
             ToolFinished(
                 tool=tool.name,
@@ -590,14 +629,21 @@ class RoutingGraph:
             return "finish"
         n_best = run_settings(self.settings).n_best
         prompt = state.get("prompt")
+        left_out, probing = set(state.get("unavailable") or ()), set(state.get("probing") or ())
         return [
             Send(
                 "perceive",
                 PerceiveTask(
-                    tool=name, audio=state["audio"], question=state.get("question"), n_best=n_best, prompt=prompt
+                    tool=name,
+                    audio=state["audio"],
+                    question=state.get("question"),
+                    n_best=n_best,
+                    probe=name in probing,
+                    prompt=prompt,
                 ),
             )
             for name in self.tools
+            if name not in left_out
         ]
 
     def fan_out_reflection(self, state: RoutingState) -> list[Send] | str:
@@ -663,6 +709,23 @@ def _node_config() -> dict[str, Any] | None:
         return None
     # the tool's run takes its own name and id; everything else (callbacks, tags, metadata) is inherited
     return {k: v for k, v in config.items() if k not in ("run_name", "run_id")}
+
+
+def _failure(output: ToolOutput) -> str | None:
+    """Why a perception call counts as failed for failover (None: a good answer): an error or time-out,
+    or candidates that were all set aside as implausible."""
+    if output.error is not None:
+        return f"{output.error.type}: {output.error.message}"
+    if output.rejected and not output.hypotheses:
+        return f"only implausible candidates ({len(output.rejected)})"
+    return None
+
+
+def _announce(change: ToolAvailability, notes: list[str]) -> None:
+    """An availability change into the run's custom stream, its trace notes and the log."""
+    emit(change)
+    notes.append(change.message)
+    log.warning("%s", change.message)
 
 
 def _checked_reflection(value: Any) -> Reflection:

@@ -57,6 +57,9 @@ class RoutingState(TypedDict, total=False):
     route: str | None
     skipped_reason: str | None
     rewrite_error: str | None  # the rewrite raised: the run ends on the internal prediction
+    # failover (set by ``prepare``): external tools this run does not call, and those it probes
+    unavailable: list[str] | None
+    probing: list[str] | None
 
 
 class PerceiveTask(TypedDict):
@@ -67,6 +70,7 @@ class PerceiveTask(TypedDict):
     question: str | None
     n_best: NotRequired[int]  # the run's N-best size (part of the perception cache key)
     prompt: NotRequired[str | None]  # the run's ASR prompt (part of the perception cache key)
+    probe: NotRequired[bool]  # the call probes an unavailable tool (failover)
 
 
 class ReflectTask(TypedDict):
@@ -186,6 +190,8 @@ def fresh_input(audio: dict[str, Any], question: str | None, prompt: str | None 
         route=None,
         skipped_reason=None,
         rewrite_error=None,
+        unavailable=None,
+        probing=None,
     )
 
 

@@ -3,7 +3,7 @@ shutdown through the lifespan).
 
 Routes (``docs/serve.md``)::
 
-    GET  /healthz                    ok, the model, whether its weights are loaded
+    GET  /healthz                    ok / degraded, the model, whether its weights are loaded, each tool's availability
     GET  /v1/models                  OpenAI's model list: the agent's name
     POST /v1/audio/transcriptions    OpenAI-compatible (multipart: file, model, prompt, language, response_format)
     POST /v1/process                 the Speech-Hands contract (JSON with audio_b64, or multipart with file)
@@ -88,7 +88,11 @@ class Service:
         # the same backends and checkpointer plus one tool that answers with the caller's list
         self.nbest = RequestAnswers() if agent.omni.kind != "asr" else RequestNBest()
         self.with_nbest = SpeechHands(
-            agent.omni, [*agent.external, self.nbest], config=agent.config, checkpointer=agent.checkpointer
+            agent.omni,
+            [*agent.external, self.nbest],
+            config=agent.config,
+            checkpointer=agent.checkpointer,
+            availability=agent.availability,  # failover sees the calls of both; the caller's list is not tracked
         )
 
     def decode(self, data: bytes, name: str):
@@ -198,11 +202,15 @@ def create_app(agent: SpeechHands, settings: ServiceSettings | None = None, *, o
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
+        health = agent.health()
         return Health(
+            status=health.status,
             model=settings.model_name,
             models_loaded=service.loaded,
             tools=[t.name for t in agent.tools],
             in_flight=service.gate.admitted,
+            tool_status=health.tools,
+            unavailable=health.unavailable,
         )
 
     @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(require_key)])

@@ -1,6 +1,7 @@
 """``speech-hands serve``: the HTTP service (:mod:`speech_hands.service.app`) under uvicorn.
 
-The agent is assembled before the server starts (``--config FILE``, else the embedded default), so a
+The agent is assembled before the server starts (``--config FILE``, ``--agent MODULE:FUNCTION`` for one
+made by your own code (:mod:`speech_hands.service.factory`), else the embedded default), so a
 bad configuration or a port in use ends the command with exit status 2 and one ``error:`` line, before
 any request. Ctrl-C / SIGTERM stop the server; the agent is closed on the way out.
 
@@ -37,12 +38,17 @@ def _check_port(host: str, port: int) -> None:
             ) from exc
 
 
-def _agent(config: Path | None, trace_db: str | None):
-    """The agent to serve. Its checkpointer (``--checkpointer``, else the configuration's ``trace_db``)
-    is opened first: a bad or unreachable database fails before any model loads."""
+def _agent(config: Path | None, trace_db: str | None, factory: str | None = None):
+    """The agent to serve: built by the user's ``--agent`` factory, or from ``--config`` / the default.
+    The checkpointer of the latter (``--checkpointer``, else the configuration's ``trace_db``) is opened
+    first: a bad or unreachable database fails before any model loads."""
     from speech_hands.agent import SpeechHands
     from speech_hands.cli_options import open_for_command
 
+    if factory is not None:
+        from speech_hands.service.factory import agent_from_factory
+
+        return agent_from_factory(factory, trace_db=trace_db)
     if config is None:
         location, saver = open_for_command(trace_db)
         return SpeechHands.default(trace_db=location, checkpointer=saver)
@@ -62,6 +68,11 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind (default: this machine only)"),
     port: int = typer.Option(8000, help="port"),
     config: Path | None = typer.Option(None, "--config", help="agent configuration file (default: the embedded one)"),
+    agent_factory: str | None = typer.Option(
+        None,
+        "--agent",
+        help="MODULE:FUNCTION or FILE.py:FUNCTION returning a SpeechHands (custom backends; instead of --config)",
+    ),
     trace_db: str | None = CheckpointerOption,
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="SPEECH_HANDS_API_KEY", help="require 'Authorization: Bearer KEY' on /v1"
@@ -97,10 +108,12 @@ def serve(
         )
     except ValueError as exc:
         raise ConfigurationError(f"bad serve option: {exc}") from exc
+    if config is not None and agent_factory is not None:
+        raise ConfigurationError("give --config or --agent, not both")
     if config is not None and not config.is_file():
         raise ConfigurationError(f"configuration file not found: {config}")
     _check_port(host, port)
-    agent = _agent(config, trace_db)
+    agent = _agent(config, trace_db, agent_factory)
     app = create_app(agent, settings, owns_agent=True)
     typer.echo(f"speech-hands serve: http://{host}:{port}/v1 (model {model_name!r}; pid {os.getpid()})")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

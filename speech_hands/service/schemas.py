@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from speech_hands.graphs.availability import ToolStatus
+
 __all__ = [
     "Candidate",
     "Health",
@@ -118,9 +120,14 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    """``GET /healthz``: always 200 while the process serves; ``degraded`` when failover took an external
+    tool out of routing (requests are still answered, by the other tools)."""
+
+    status: Literal["ok", "degraded"] = "ok"
     model: str
     models_loaded: bool
     tools: list[str]
     in_flight: int
+    tool_status: list[ToolStatus] = Field(default_factory=list, description="each tool's availability (failover)")
+    unavailable: list[str] = Field(default_factory=list, description="external tools out of routing now")
     details: dict[str, Any] = Field(default_factory=dict)

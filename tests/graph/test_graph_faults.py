@@ -108,7 +108,8 @@ class HangingASR:
 def test_a_hanging_tool_cannot_exhaust_the_agent(speech_like):
     hanging = HangingASR()
     omni = ComposedOmni(FixedASR("internal-asr", INTERNAL_TEXT), ScriptedPolicy([Action.INTERNAL]), CountingRewriter())
-    config = AgentConfig(trace_db=":memory:", tool_timeout_s=0.2)
+    # failover off: this is the isolation of a hung call alone (tests/graph/test_failover.py has both)
+    config = AgentConfig(trace_db=":memory:", tool_timeout_s=0.2, failover={"after_failures": None})
     with SpeechHands(omni, [hanging], config=config) as agent:
         results = [agent.invoke(speech_like) for _ in range(12)]  # more runs than any thread pool had workers
         assert all(r.answer == INTERNAL_TEXT[0] for r in results)  # the healthy internal model always answers

@@ -279,3 +279,26 @@ def test_the_app_closes_an_agent_it_owns_at_shutdown():
     server.should_exit = True
     thread.join(timeout=30)
     assert agent._closed
+
+
+def test_healthz_reports_a_tool_taken_out_by_failover():
+    from doubles import FaultyASR
+
+    broken = FaultyASR("flaky-asr", ["raise"])
+    omni = ComposedOmni(FixedASR("internal-asr", ["a b c"]), ScriptedPolicy([Action.INTERNAL]), CountingRewriter())
+    config = AgentConfig(trace_db=":memory:", detect_speech=False, failover={"after_failures": 1})
+    with running(SpeechHands(omni, [broken], config=config)) as url:
+        assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+        first = httpx.post(f"{url}/v1/process", json={"audio_b64": base64.b64encode(wav_bytes()).decode()}, timeout=60)
+        assert first.status_code == 200 and first.json()["final_answer"] == "a b c"
+        assert any("marked unavailable" in n for n in first.json()["notes"])
+        health = httpx.get(f"{url}/healthz").json()
+        assert health["status"] == "degraded" and health["unavailable"] == ["flaky-asr"]
+        (flaky,) = [t for t in health["tool_status"] if t["name"] == "flaky-asr"]
+        assert flaky["available"] is False and "RuntimeError" in flaky["last_error"] and flaky["next_probe_in_s"] > 0
+        # the caller-N-best variant shares the agent's availability: the tool stays out there too
+        listed = httpx.post(
+            f"{url}/v1/process", files={"file": ("c.wav", wav_bytes())}, data={"external_nbest": "x y"}, timeout=60
+        ).json()
+        assert next(c for c in listed["candidates"] if c["tool"] == "flaky-asr")["error"].startswith("ToolUnavailable")
+        assert broken.calls == 1
