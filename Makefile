@@ -13,7 +13,7 @@ TORCH_PIN ?= torch==2.13.0
 EXTRAS_VENV ?= .venv-extras
 EXTRAS_PY    = $(EXTRAS_VENV)/bin/python
 
-.PHONY: install dev demo lint format test test-extras bench clean
+.PHONY: install dev demo lint format test test-extras bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ test-extras: $(EXTRAS_VENV)/.installed
 
 bench: install
 	$(PY) benchmarks/overhead.py
+
+# `speech-hands serve` under 4 clients for 3 minutes with injected tool faults (benchmarks/soak.py); exits 1 on a loss
+soak: install
+	$(PY) benchmarks/soak.py --clients 4 --minutes 3
 
 clean:
 	rm -rf $(VENV) $(EXTRAS_VENV) build *.egg-info
