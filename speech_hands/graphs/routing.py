@@ -372,9 +372,9 @@ class RoutingGraph:
                     f"{audio.duration_s or samples.size / SAMPLE_RATE:.2f} s of audio; perception skipped "
                     "(Whisper invents text for non-speech; detect_speech=False turns this off)"
                 }
-        return {"round": 0, **self._admit(audio.id)}
+        return {"round": 0, **self._admit()}
 
-    def _admit(self, audio_id: str) -> dict[str, Any]:
+    def _admit(self) -> dict[str, Any]:
         """Failover: which external tools this run leaves out (recorded as failed outputs, error type
         ``ToolUnavailable``, without calling them) and which it probes; availability changes are traced."""
         unavailable, probing, outputs, notes = [], [], [], []

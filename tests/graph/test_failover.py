@@ -203,3 +203,15 @@ def test_backoff_stops_at_the_longest_interval():
     assert waits == [20.0, 25.0, 25.0]
     assert availability.record("t", None, probe=True).change == "restored"
     assert availability.status()["t"].available
+
+
+def test_availability_is_shared_by_concurrent_runs(speech_like):
+    tool = FaultyASR("flaky-asr", ["raise"])
+    with make_agent(tool, FakeClock()) as agent:
+        results = agent.batch([speech_like] * 8, max_concurrency=4)
+    marked = [n for r in results for n in r.notes if "marked unavailable" in n]
+    assert len(marked) == 1  # one change, however many runs saw the failures
+    assert tool.calls < 8  # the runs that started after it was marked did not call it
+    assert all(r.answer == INTERNAL_TEXT[0] for r in results)
+    left_out = [r for r in results if candidate(r, "flaky-asr").error.type == "ToolUnavailable"]
+    assert len(left_out) == 8 - tool.calls
