@@ -375,6 +375,7 @@ def summarise(args: argparse.Namespace, soak: Soak, faults: list[dict[str, Any]]
         "tool_timeout_s": args.tool_timeout_s,
         "hang_s": args.hang_s,
         "after_failures": args.after_failures,
+        "max_concurrent": args.max_concurrent,
         "probe_s": args.probe_s,
         "requests": len(outcomes),
         "by_kind": dict(Counter(o.kind for o in outcomes)),
@@ -515,6 +516,12 @@ shipped reflector, plus `raising-asr`, `hanging-asr` and `garbage-asr` failing a
 | figure | value |
 |---|---|
 {table}
+
+Latencies are the clients' (send to answer): with `--max-concurrent {f["max_concurrent"]}` they include the wait
+for the run slot behind the other clients' runs, and so do the corrupt and too-long uploads (decoded inside
+the slot); a body over the size limit is refused before it (413). A fault is *traced* when its request's
+answer carries it (the tool's error in `candidates`, or the note that set its candidate aside); the server's
+`-15` is uvicorn re-raising SIGTERM after its clean shutdown.
 <!-- soak:end -->
 """
     text = path.read_text() if path.exists() else "# Benchmark results\n\n"
