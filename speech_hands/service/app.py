@@ -103,14 +103,17 @@ class Service:
         except AudioError as exc:
             raise _audio_error(exc) from exc
 
-    def run(self, data: bytes, name: str, question: str | None, nbest: list[str] | None) -> AgentResult:
-        """Decode and route one input (called in a worker thread)."""
+    def run(
+        self, data: bytes, name: str, question: str | None, nbest: list[str] | None, prompt: str | None = None
+    ) -> AgentResult:
+        """Decode and route one input (called in a worker thread); ``prompt``: text said before the audio,
+        for the speech recognisers that take one (OpenAI's ``prompt`` field)."""
         from speech_hands.audio import SEGMENTED_OVER_S
 
         audio = self.decode(data, name)
         try:
             if not nbest:
-                return self.agent.invoke(audio, question)
+                return self.agent.invoke(audio, question, prompt=prompt)
             if audio.ref.duration_s > SEGMENTED_OVER_S and question is None:
                 raise ApiError(
                     400,
@@ -119,13 +122,15 @@ class Service:
                     param="external_nbest",
                 )
             with self.nbest.given(audio.id, nbest):
-                return self.with_nbest.invoke(audio, question)
+                return self.with_nbest.invoke(audio, question, prompt=prompt)
         except (ConfigurationError, AudioError) as exc:
             raise _audio_error(exc) if isinstance(exc, AudioError) else ApiError(400, str(exc)) from exc
 
-    async def routed(self, data: bytes, name: str, question: str | None = None, nbest=None) -> AgentResult:
+    async def routed(
+        self, data: bytes, name: str, question: str | None = None, nbest=None, prompt: str | None = None
+    ) -> AgentResult:
         async with self.gate.admit():
-            return await anyio.to_thread.run_sync(self.run, data, name, question, nbest)
+            return await anyio.to_thread.run_sync(self.run, data, name, question, nbest, prompt)
 
 
 def _b64(text: str) -> bytes:
@@ -242,7 +247,7 @@ def create_app(agent: SpeechHands, settings: ServiceSettings | None = None, *, o
             )
         data = await file.read()
         await file.close()
-        result = await service.routed(data, file.filename or "the upload")
+        result = await service.routed(data, file.filename or "the upload", prompt=prompt or None)
         body, media_type = transcription_body(result, response_format, language=language or "en")
         if isinstance(body, str):
             return PlainTextResponse(body, media_type=media_type)

@@ -302,3 +302,23 @@ def test_healthz_reports_a_tool_taken_out_by_failover():
         ).json()
         assert next(c for c in listed["candidates"] if c["tool"] == "flaky-asr")["error"].startswith("ToolUnavailable")
         assert broken.calls == 1
+
+
+class PromptRecordingASR(FixedASR):
+    """An external recogniser that takes a prompt and records the ones it is given."""
+
+    def __init__(self, name: str, texts: list[str]) -> None:
+        super().__init__(name, texts)
+        self.prompts: list[str | None] = []
+
+    def transcribe(self, audio, n_best: int = 5, prompt: str | None = None):
+        self.prompts.append(prompt)
+        return super().transcribe(audio, n_best)
+
+
+def test_openais_prompt_field_reaches_the_recognisers_that_take_one():
+    tool = PromptRecordingASR("tool", ["x y z"])
+    with running(make_agent([tool])) as url:
+        assert transcribe(url, wav_bytes(), prompt="Mister Hale said").status_code == 200
+        assert transcribe(url, wav_bytes()).status_code == 200
+    assert tool.prompts == ["Mister Hale said", None]
