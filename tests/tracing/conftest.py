@@ -114,9 +114,12 @@ def eval_run(shared_data, tmp_path_factory) -> EvalRun:
     return EvalRun(folder=folder, db=folder / "traces.sqlite", results=results, manifest=manifest)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """Headless Debian Chromium under Playwright. Missing, it fails (never skips) with the fix."""
+    """Headless Debian Chromium under Playwright. Missing, it fails (never skips) with the fix.
+
+    Module-scoped: Playwright's sync API keeps an event loop running in the main thread while it is
+    open, so a session-wide browser would break every later test that calls ``asyncio.run``."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} not found: the trace viewer is tested in a real browser; install Debian's chromium "
