@@ -49,7 +49,7 @@ $(EXTRAS_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(EXTRAS_VENV)
 	$(EXTRAS_VENV)/bin/pip install -q --upgrade pip
 	$(EXTRAS_VENV)/bin/pip install -q "$(TORCH_PIN)"
-	$(EXTRAS_VENV)/bin/pip install -q -e ".[test,omni,nemo,server]" "$(TORCH_PIN)"
+	$(EXTRAS_VENV)/bin/pip install -q -e ".[test,omni,nemo,server,llm]" "$(TORCH_PIN)"
 	touch $@
 
 # exactly the tests marked `extras` (tests/backends/extras/ and the contract suite's heavy backends); the

@@ -15,8 +15,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 
-#: importable modules of the extras these tests need (pyproject.toml: omni, nemo)
-EXTRAS = ("transformers", "nemo")
+#: importable modules of the extras these tests need (pyproject.toml: omni, nemo, llm)
+EXTRAS = ("transformers", "nemo", "gguf", "peft")
 MISSING = [name for name in EXTRAS if importlib.util.find_spec(name) is None]
 
 
