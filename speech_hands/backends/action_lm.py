@@ -136,7 +136,7 @@ class ActionTokenLM:
         self.model_spec = str(model)
         self.task: Task = task
         self.kind: ToolKind = "asr" if task == "asr" else "answer"
-        self.name = name or model_name(model)
+        self.name = name or model_name(model, drop_prefix="bundled:")
         self.device_spec = device
         self.dtype_spec = dtype
         self.device_map = device_map

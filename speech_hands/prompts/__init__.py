@@ -18,6 +18,8 @@ from speech_hands.types import Action
 TEMPLATES = (
     "asr_reflection",
     "audioqa_reflection",
+    # generative error correction (speech_hands.reflection.ger): a chat LLM writes the transcript from the N-best
+    "asr_ger",
     # first-pass prompts for model backends (the omni model's own prediction, an audio captioner)
     "asr_transcription",
     "audioqa_answer",
@@ -50,6 +52,12 @@ def asr_reflection_prompt(internal: str, hypotheses: Sequence[str]) -> str:
     """The ASR reflection prompt: numbered external N-best, then the model's own transcript."""
     listing = "\n".join(f"{i}. {h}" for i, h in enumerate(hypotheses, 1)) or "(none)"
     return load_template("asr_reflection").format(hypotheses=listing, internal=internal, **_tokens()).strip()
+
+
+def asr_ger_prompt(hypotheses: Sequence[str]) -> str:
+    """The GER prompt: every candidate transcript, numbered, the most likely first."""
+    listing = "\n".join(f"{i}. {h}" for i, h in enumerate(hypotheses, 1)) or "(none)"
+    return load_template("asr_ger").format(hypotheses=listing).strip()
 
 
 def audioqa_reflection_prompt(question: str, options: Sequence[str], external: str, internal: str) -> str:

@@ -111,3 +111,49 @@ def test_greedy_is_deterministic_across_threads_and_honours_stop_and_max_tokens(
     assert (
         stopped.content == alone[: alone.index(third)].strip() and stopped.response_metadata["finish_reason"] == "stop"
     )
+
+
+def _real_input():
+    from speech_hands.audio import virtual_audio
+    from speech_hands.reflection.base import ReflectionInput
+    from speech_hands.types import Hypothesis, ToolOutput
+
+    # the two bundled Whispers' 5-best of dev utterance 1688-142285-0001 (recorded outputs, shortened to 3 + 2)
+    base = [
+        "Margaret said Mr. Hale, as he returned from showing his guests downstairs.",
+        "Margaret said Mr. Hale as he returned from showing his guests downstairs.",
+        "Margaret said Mr. Hale, as he returned from showing his guest downstairs.",
+    ]
+    tiny = ["Margaret said Mr. Hale as he returned from showing his guest downstairs.", "Margaret said Mr Hale."]
+
+    def out(tool, role, texts):
+        return ToolOutput(
+            tool=tool, role=role, hypotheses=[Hypothesis(text=t, source=tool, rank=i) for i, t in enumerate(texts)]
+        )
+
+    return ReflectionInput(
+        audio=virtual_audio("1688-142285-0001"),
+        question=None,
+        internal=out("whisper-base", "internal", base),
+        externals=[out("whisper-tiny.en", "external", tiny)],
+    )
+
+
+def test_ger_and_the_text_reflector_run_on_the_bundled_model(chat) -> None:
+    from speech_hands.metrics.wer import word_errors
+    from speech_hands.reflection.chat_llm import ChatLLMReflector
+    from speech_hands.reflection.ger import GERRewriter
+
+    inp = _real_input()
+    reference = "margaret said mister hale as he returned from showing his guest downstairs"
+    ger = GERRewriter(chat).rewrite(inp)
+    assert ger.source == "ger:qwen2.5-0.5b"
+    assert word_errors(reference, ger.text).errors <= 3  # a transcript built from the candidates, not chatter
+
+    reflector = ChatLLMReflector(BUNDLED_QWEN, add_action_tokens=True, device="cpu", max_new_tokens=40)
+    reflection = reflector.reflect(inp)
+    assert abs(sum(reflection.probs.values()) - 1.0) < 1e-6
+    assert reflection.policy == "qwen2.5-0.5b"
+    rewritten = reflector.rewrite(inp)
+    assert rewritten.source.startswith("rewrite:qwen2.5-0.5b")
+    assert rewritten.text
