@@ -248,7 +248,11 @@ def _composed(
             # scoring-pass artifact (docs/reflector.md, "Cost")
             artifact = "fast" if reflector in ("shipped", "auto", True) else reflector
             asr_tools = [e for e in externals if hasattr(e, "transcribe")]
-            if artifact is not None and is_checkpoint_dir(artifact):  # a `speech-hands finetune` checkpoint
+            from speech_hands.reflection.chat_llm import ChatLLMReflector, is_text_reflector
+
+            if artifact is not None and is_text_reflector(artifact):  # `finetune --model bundled:qwen2.5-0.5b`
+                policy = rewriter = ChatLLMReflector(str(artifact), name=Path(artifact).expanduser().resolve().name)
+            elif artifact is not None and is_checkpoint_dir(artifact):  # a `speech-hands finetune` checkpoint
                 policy = rewriter = ActionWhisperReflector(artifact, internal=predictor)
             else:
                 try:

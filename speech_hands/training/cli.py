@@ -244,7 +244,10 @@ def export_sft(
 def finetune(
     data: Path = typer.Option(..., "--data", help="an `export-sft` folder (train.jsonl, optionally test.jsonl)"),
     model: str = typer.Option(
-        "bundled:base", help="Whisper to fine-tune: bundled:base, bundled:tiny.en, a CTranslate2 dir or a .pt"
+        "bundled:base",
+        help="model to fine-tune: a Whisper (bundled:base, bundled:tiny.en, a CTranslate2 dir or a .pt: the "
+        "action-token Whisper) or a text LLM (bundled:qwen2.5-0.5b, a .gguf, a transformers dir: the text reflector; "
+        "use --lora)",
     ),
     out: Path = typer.Option(
         ..., "--out", help="checkpoint folder (model.pt, tokenizer, reflector.json, metrics.json)"
@@ -264,9 +267,10 @@ def finetune(
     keep_state: bool = typer.Option(False, help="keep the optimizer state after the run (for a later --resume)"),
     states_dir: Path | None = typer.Option(None, help="cache of encoder states (default ~/.cache/speech_hands)"),
 ) -> None:
-    """Fine-tune the action-token Whisper on `export-sft` records (docs/reflector.md)."""
+    """Fine-tune the action-token Whisper, or the text reflector LLM, on `export-sft` records (docs/reflector.md)."""
     from speech_hands.training.finetune import FinetuneSettings
     from speech_hands.training.finetune import finetune as run_finetune
+    from speech_hands.training.finetune_llm import finetune_llm, is_llm_spec
 
     try:
         settings = FinetuneSettings(
@@ -283,17 +287,29 @@ def finetune(
         )
     except ValueError as exc:
         raise ConfigurationError(f"finetune: {exc}") from exc
-    metrics = run_finetune(
-        data,
-        out,
-        settings,
-        resume=resume,
-        fresh=fresh,
-        save_every=save_every,
-        keep_state=keep_state,
-        states_dir=states_dir,
-        console=console,
-    )
+    if is_llm_spec(model):  # the text reflector LLM (no audio): bundled:qwen2.5-0.5b, a .gguf, a directory
+        metrics = finetune_llm(
+            data,
+            out,
+            settings,
+            resume=resume,
+            fresh=fresh,
+            save_every=save_every,
+            keep_state=keep_state,
+            console=console,
+        )
+    else:
+        metrics = run_finetune(
+            data,
+            out,
+            settings,
+            resume=resume,
+            fresh=fresh,
+            save_every=save_every,
+            keep_state=keep_state,
+            states_dir=states_dir,
+            console=console,
+        )
     loss = metrics["curve"]["loss"]
     if loss:
         console.print(

@@ -207,7 +207,8 @@ def check_model_spec(spec: str) -> None:
     raise ConfigurationError(
         f"--model {spec!r} is not supported yet: finetune trains the action-token Whisper from "
         f"{' / '.join(BUNDLED_MODELS)}, a local CTranslate2 Whisper directory or a local openai-whisper checkpoint "
-        "(.pt). A text-only LLM reflector (e.g. Qwen2.5-0.5B with LoRA) is not supported yet."
+        "(.pt); or the text reflector LLM from bundled:qwen2.5-0.5b, a local .gguf or a local transformers directory "
+        "(`speech-hands finetune --model bundled:qwen2.5-0.5b --lora`). Hub ids are not supported yet."
     )
 
 
