@@ -10,6 +10,9 @@ action accuracy. Writes ``--report`` (JSON) and prints a summary.
     .venv/bin/python benchmarks/finetune_cv.py --data sft/ --work /tmp/cv --report reports/finetune_cv.json \\
         [--model bundled:base] [--epochs 3] [--lr 1e-5] [--speakers 1688,1998]
 
+``--model bundled:qwen2.5-0.5b --lora`` cross-validates the text reflector LLM the same way
+(:mod:`speech_hands.training.finetune_llm`; ``--max-steps`` bounds each fold's run).
+
 Every training run is CPU-heavy: run it under ``flock /tmp/bench.lock`` on a shared machine.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 from speech_hands.metrics.wer import word_errors
 from speech_hands.training.export import ExportRecord, oversample
 from speech_hands.training.finetune import FinetuneSettings, action_scores, finetune, read_records
+from speech_hands.training.finetune_llm import finetune_llm, is_llm_spec
 
 
 def main() -> None:
@@ -33,6 +37,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=Path("reports/finetune_cv.json"))
     parser.add_argument("--model", default="bundled:base")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=None, help="stop each fold's run after this many steps")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--action-weight", type=float, default=1.0)
@@ -42,7 +47,8 @@ def main() -> None:
     parser.add_argument("--oversample", type=float, default=None, help="oversample rare actions in each fold's train")
     args = parser.parse_args()
 
-    records = read_records(args.data / "train.jsonl")
+    text_llm = is_llm_spec(args.model)  # the text reflector LLM (bundled:qwen2.5-0.5b): no audio needed
+    records = read_records(args.data / "train.jsonl", need_audio=not text_llm)
     by_speaker: dict[str, list[str]] = defaultdict(list)
     for record in {r.id: r for r in records}.values():  # an oversampled export: each item once
         by_speaker[record.speaker or record.id].append(record.model_dump_json())
@@ -50,6 +56,7 @@ def main() -> None:
     settings = FinetuneSettings(
         model=args.model,
         epochs=args.epochs,
+        max_steps=args.max_steps,
         lr=args.lr,
         batch_size=args.batch_size,
         action_weight=args.action_weight,
@@ -69,7 +76,10 @@ def main() -> None:
         (fold / "sft" / "test.jsonl").write_text("\n".join(by_speaker[speaker]) + "\n", encoding="utf-8")
         (fold / "sft" / "export.json").write_text(export, encoding="utf-8")
         started = time.perf_counter()
-        metrics = finetune(fold / "sft", fold / "ckpt", settings, fresh=True)
+        if text_llm:
+            metrics = finetune_llm(fold / "sft", fold / "ckpt", settings, fresh=True, evaluate_train=False)
+        else:
+            metrics = finetune(fold / "sft", fold / "ckpt", settings, fresh=True)
         held = metrics["held_out"]
         folds[speaker] = {
             "seconds": time.perf_counter() - started,
@@ -98,7 +108,9 @@ def main() -> None:
         "items": len(items),
         "reference_words": words,
         "wer": {
-            "routed (fine-tuned action-token Whisper)": 100 * errors["answer"] / words,
+            f"routed (fine-tuned {'text reflector LLM' if text_llm else 'action-token Whisper'})": 100
+            * errors["answer"]
+            / words,
             "internal alone": 100 * errors["internal"] / words,
             "external top-1 alone": 100 * errors["external"] / words,
             "oracle of internal / external": 100 * errors["oracle"] / words,

@@ -319,9 +319,11 @@ def finetune_llm(
     console: Any = None,
     on_step: Callable[[int, float], None] | None = None,
     show_progress: bool = True,
+    evaluate_train: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune the text reflector LLM on ``data`` into ``out``; returns the metrics (also in
-    ``out/metrics.json``). ``on_step(step, loss)`` runs after every step (after its state is saved)."""
+    ``out/metrics.json``). ``on_step(step, loss)`` runs after every step (after its state is saved);
+    ``evaluate_train=False`` skips the decisions on the training records (cross-validation folds)."""
     import torch
     from rich.console import Console
 
@@ -458,8 +460,9 @@ def finetune_llm(
         "steps_per_epoch": per_epoch,
         "curve": curve,
         "step_time_s": float(np.mean(step_times)) if step_times else None,
-        "train": evaluate(model, tokenizer, train, action_ids),
     }
+    if evaluate_train:
+        metrics["train"] = evaluate(model, tokenizer, train, action_ids)
     if test:
         metrics["held_out"] = evaluate(model, tokenizer, test, action_ids)
     metrics["evaluation_s"] = time.perf_counter() - started
