@@ -18,12 +18,16 @@ One thread is one conversation: ``messages`` (LangGraph's ``add_messages`` reduc
 same trace database continues the conversation with every earlier turn intact. Each run of the graph
 is one user turn; its input is the turn's audio reference (and question, for an audio-QA turn).
 
-A user turn's message is plain text (:func:`turn_message`)::
+A user turn's message is plain text (:func:`turn_message`): the words first, as a person would have
+typed them, then one line in parentheses of what was measured::
 
-    [turn 2] heard (<external>, P=0.81): i really liked that account of himself
-    cues: speaking rate 2.9 words/s over 3.1 s of speech; 1 pause, longest 0.40 s; loudness -23.0 dBFS; ...
+    i really liked that account of himself
 
-and for an audio-QA turn ``[turn 3] question about the audio: ...`` then ``answer from the audio (...): ...``.
+    (turn 2; heard by speech recognition, <external>, P=0.81; cues: speaking rate 2.9 words/s over ...)
+
+An audio-QA turn starts with the question and its line holds the answer found in the audio. The words
+come first because the bundled Qwen 0.5B echoed the user's words back, turn after turn, when they came
+after a ``[turn N] heard (...):`` prefix, and answered them when they came first (docs/assistant.md).
 The chat model (any langchain-core ``BaseChatModel``) receives the system message
 (``prompts/assistant_system.txt``), every earlier message (its own replies included) and this turn's.
 Without a chat model the graph is a multi-turn transcription / audio-QA session (``reply`` is None). A
@@ -141,19 +145,13 @@ def _probability(turn: Turn) -> str:
 
 def turn_message(turn: Turn) -> str:
     """The text of a user turn's message (module docstring: the format)."""
-    head = f"[turn {turn.index}]"
+    cues = f"; cues: {turn.cues.as_text()}" if turn.cues is not None else ""
     if turn.action is None:
-        lines = [f"{head} nothing was heard ({turn.skipped_reason or 'skipped'})"]
-    elif turn.question is not None:
-        lines = [
-            f"{head} question about the audio: {turn.question}",
-            f"answer from the audio ({_probability(turn)}): {turn.transcript}",
-        ]
-    else:
-        lines = [f"{head} heard ({_probability(turn)}): {turn.transcript}"]
-    if turn.cues is not None:
-        lines.append(f"cues: {turn.cues.as_text()}")
-    return "\n".join(lines)
+        return f"(turn {turn.index}; nothing was heard: {turn.skipped_reason or 'skipped'}{cues})"
+    if turn.question is not None:
+        about = f"a question about the audio; the answer found in the audio ({_probability(turn)}): {turn.transcript}"
+        return f"{turn.question}\n\n(turn {turn.index}; {about}{cues})"
+    return f"{turn.transcript}\n\n(turn {turn.index}; heard by speech recognition, {_probability(turn)}{cues})"
 
 
 @dataclass(frozen=True)

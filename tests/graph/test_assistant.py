@@ -77,7 +77,9 @@ def test_three_turns_grow_the_history_the_chat_model_sees(tmp_path, shared_data)
     assert isinstance(last[0], SystemMessage) and "not emotions" in last[0].content
     assert [m.content for m in last if isinstance(m, AIMessage)] == ["first reply", "second reply"]
     users = [m.content for m in last if isinstance(m, HumanMessage)]
-    assert users[0].startswith("[turn 1] heard (<internal>, P=0.80): base heard 1688-142285-0000")
+    assert users[0].startswith(
+        "base heard 1688-142285-0000\n\n(turn 1; heard by speech recognition, <internal>, P=0.80"
+    )
     assert all("cues: speaking rate" in u and "dBFS" in u and "pitch 5th-95th percentile" in u for u in users)
     cues = turns[0].cues  # measured on the real audio; the rate counts the transcript's 3 words
     assert cues is not None and not cues.no_speech and 5.0 < cues.speech_s < cues.duration_s
@@ -168,8 +170,8 @@ def test_an_audio_qa_turn_routes_its_question_through_the_captioner(tmp_path, sh
     assert turn.question == "Who is speaking?" and turn.transcript == "a man reads aloud"
     assert turn.action is Action.EXTERNAL and turn.cues is not None and turn.cues.speaking_rate_wps is None
     text = turn_message(turn)
-    assert text.startswith("[turn 1] question about the audio: Who is speaking?")
-    assert "answer from the audio (<external>, P=0.80): a man reads aloud" in text
+    assert text.startswith("Who is speaking?\n\n(turn 1; a question about the audio")
+    assert "the answer found in the audio (<external>, P=0.80): a man reads aloud" in text
 
 
 def test_a_failing_chat_model_costs_the_reply_not_the_turn(tmp_path, shared_data):
@@ -220,5 +222,5 @@ def test_a_silent_turn_is_a_turn_that_heard_nothing(tmp_path):
         turn = assistant.turn(silent)
     assert turn.action is None and turn.skipped_reason.startswith("silent audio") and internal.prompts == []
     assert turn.cues is not None and turn.cues.no_speech and turn.reply == "are you there?"
-    assert model.received[0][-1].content.startswith("[turn 1] nothing was heard (silent audio")
+    assert model.received[0][-1].content.startswith("(turn 1; nothing was heard: silent audio")
     assert "cues: no speech detected" in model.received[0][-1].content
