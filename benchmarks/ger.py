@@ -178,7 +178,7 @@ def write_section(path: Path, f: dict) -> None:
 ## GER baseline: an LLM rewriting from the N-best lists (`benchmarks/ger.py`)
 
 {f["date"]}, {f["machine"]}, 2 cores, {f["utterances"]} LibriSpeech test-other utterances ({f["reference_words"]}
-reference words), the recipe's cached records (both tools' 5-best lists; `{f["records"]}`), Whisper English
+reference words), the recipe's cached records (both tools' 5-best lists, as `speech-hands train-reflector --work-dir DIR` writes `DIR/records.jsonl`), Whisper English
 normaliser, corpus WER. GER = the bundled Qwen2.5-Coder-0.5B-Instruct (`bundled:qwen2.5-0.5b`, bf16 weights
 computed in fp32, greedy) writes the transcript from both 5-best lists on every utterance (the cascade; no
 decision). The fast reflector row is leave-one-speaker-out CV.
