@@ -626,7 +626,7 @@ def main() -> None:
     try:
         app()
     except SpeechHandsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")  # "[llm]" in a message is text, not markup
         sys.exit(2)
 
 
