@@ -36,6 +36,7 @@ from speech_hands.errors import AudioError, AudioTooLong, ConfigurationError, Sp
 from speech_hands.service.limits import BodySizeLimit, ConcurrencyGate, ServiceBusy, ServiceSettings, error_body
 
 try:
+    import anyio
     import anyio.to_thread
     from fastapi import Depends, FastAPI, Form, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
@@ -48,6 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 if TYPE_CHECKING:
     from speech_hands.agent import SpeechHands
+    from speech_hands.audio import AudioInput
     from speech_hands.types import AgentResult
 
 __all__ = ["ApiError", "create_app"]
@@ -73,6 +75,10 @@ def _audio_error(exc: AudioError) -> ApiError:
     return ApiError(400, f"{exc} (send a WAV, FLAC, MP3, Ogg or M4A file)", code="invalid_audio", param="file")
 
 
+#: uploads decoded at the same time (decoding is short and CPU-bound; runs are gated separately)
+DECODERS = 2
+
+
 class Service:
     """The app's state: the agent, the caller-N-best variant of it, the gate."""
 
@@ -85,6 +91,7 @@ class Service:
         self.gate = ConcurrencyGate(settings.max_concurrent, settings.max_queue, settings.retry_after_s)
         self.max_audio_s = min(settings.max_audio_s, agent.config.max_audio_s)
         self.loaded = False
+        self._decoders: anyio.CapacityLimiter | None = None
         # the same backends and checkpointer plus one tool that answers with the caller's list
         self.nbest = RequestAnswers() if agent.omni.kind != "asr" else RequestNBest()
         self.with_nbest = SpeechHands(
@@ -104,13 +111,12 @@ class Service:
             raise _audio_error(exc) from exc
 
     def run(
-        self, data: bytes, name: str, question: str | None, nbest: list[str] | None, prompt: str | None = None
+        self, audio: AudioInput, question: str | None, nbest: list[str] | None, prompt: str | None = None
     ) -> AgentResult:
-        """Decode and route one input (called in a worker thread); ``prompt``: text said before the audio,
+        """Route one decoded input (called in a worker thread); ``prompt``: text said before the audio,
         for the speech recognisers that take one (OpenAI's ``prompt`` field)."""
         from speech_hands.audio import SEGMENTED_OVER_S
 
-        audio = self.decode(data, name)
         try:
             if not nbest:
                 return self.agent.invoke(audio, question, prompt=prompt)
@@ -129,8 +135,14 @@ class Service:
     async def routed(
         self, data: bytes, name: str, question: str | None = None, nbest=None, prompt: str | None = None
     ) -> AgentResult:
+        """Decode, then wait for a run slot and route. Decoding comes first, :data:`DECODERS` at a time, so
+        a corrupt or too-long upload gets its 400 / 413 at once instead of queueing behind runs; only audio
+        that can run takes a place in the gate."""
+        if self._decoders is None:  # made on the event loop that uses it
+            self._decoders = anyio.CapacityLimiter(DECODERS)
+        audio = await anyio.to_thread.run_sync(self.decode, data, name, limiter=self._decoders)
         async with self.gate.admit():
-            return await anyio.to_thread.run_sync(self.run, data, name, question, nbest, prompt)
+            return await anyio.to_thread.run_sync(self.run, audio, question, nbest, prompt)
 
 
 def _b64(text: str) -> bytes:

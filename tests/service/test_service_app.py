@@ -322,3 +322,23 @@ def test_openais_prompt_field_reaches_the_recognisers_that_take_one():
         assert transcribe(url, wav_bytes(), prompt="Mister Hale said").status_code == 200
         assert transcribe(url, wav_bytes()).status_code == 200
     assert tool.prompts == ["Mister Hale said", None]
+
+
+def test_a_bad_upload_is_answered_at_once_while_every_run_slot_is_busy():
+    tool = BlockingASR("external-asr", ["a b d"])
+    settings = ServiceSettings(max_concurrent=1, max_queue=0, max_audio_s=5)
+    with running(make_agent([tool]), settings) as url:
+        first: dict[str, httpx.Response] = {}
+        worker = threading.Thread(target=lambda: first.update(r=transcribe(url, wav_bytes())))
+        worker.start()
+        try:
+            assert tool.entered.wait(30), "the first request never reached the tool"
+            corrupt = transcribe(url, b"RIFF not really audio")  # decoded before the gate: no 503, no wait
+            too_long = transcribe(url, wav_bytes(seconds=6.0))
+            assert (corrupt.status_code, corrupt.json()["error"]["code"]) == (400, "invalid_audio")
+            assert (too_long.status_code, too_long.json()["error"]["code"]) == (413, "audio_too_long")
+            assert not tool.release.is_set() and httpx.get(f"{url}/healthz").json()["in_flight"] == 1
+        finally:
+            tool.release.set()
+            worker.join(60)
+        assert first["r"].status_code == 200
