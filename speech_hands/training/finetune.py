@@ -512,6 +512,63 @@ def evaluate(
 # ------------------------------------------------------------------------------------------- the run
 
 
+def train_steps(
+    loss_of: Callable[[list[int]], tuple[Any, float, float]],
+    optimizer: Any,
+    scheduler: Any,
+    params: Sequence[Any],
+    settings: FinetuneSettings,
+    *,
+    orders: dict[int, list[int]],
+    per_epoch: int,
+    steps: range,
+    curve: dict[str, list[float]],
+    step_times: list[float],
+    save_state: Callable[[int], None],
+    save_every: int,
+    on_step: Callable[[int, float], None] | None,
+    console: Any,
+    show_progress: bool,
+    title: str,
+) -> None:
+    """The optimisation loop both fine-tunes share (this one and the text reflector LLM's): the batch of
+    each step from the seeded per-epoch ``orders``, ``loss_of(indices) -> (loss, action_loss, text_loss)``,
+    clipped AdamW step and schedule, the loss curve and step times appended in place, the state saved
+    every ``save_every`` steps and at the end (so a killed run resumes where it stopped)."""
+    import torch
+
+    from speech_hands.progress import progress_bar
+
+    total = steps.stop
+    with progress_bar(console, disable=not show_progress) as progress:
+        task = progress.add_task(title, total=total, completed=steps.start)
+        for step in steps:
+            tick = time.perf_counter()
+            epoch, index = divmod(step, per_epoch)
+            chosen = orders[epoch][index * settings.batch_size : (index + 1) * settings.batch_size]
+            loss, action_loss, text_loss = loss_of(chosen)
+            value = float(loss.detach())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            curve["lr"].append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+            curve["loss"].append(value)
+            curve["action_loss"].append(action_loss)
+            curve["text_loss"].append(text_loss)
+            step_times.append(time.perf_counter() - tick)
+            progress.update(
+                task,
+                advance=1,
+                description=f"{title} (epoch {epoch + 1}, loss {value:.3f}, action {action_loss:.3f})",
+            )
+            if (step + 1) % save_every == 0 or step + 1 == total:
+                save_state(step + 1)
+            if on_step is not None:
+                on_step(step + 1, value)
+
+
 def finetune(
     data: str | Path,
     out: str | Path,
@@ -650,34 +707,24 @@ def finetune(
 
     model.train()
     eot = tokenizer.whisper.eot
-    with progress_bar(console, disable=not show_progress) as progress:
-        task = progress.add_task("fine-tuning", total=total, completed=start)
-        for step in range(start, total):
-            tick = time.perf_counter()
-            epoch, index = divmod(step, per_epoch)
-            chosen = orders[epoch][index * settings.batch_size : (index + 1) * settings.batch_size]
-            batch = _batch([train[i] for i in chosen], states, eot, settings.action_weight)
-            loss, action_loss, text_loss = _loss(model, batch)
-            value = float(loss.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-            curve["lr"].append(scheduler.get_last_lr()[0])
-            optimizer.step()
-            scheduler.step()
-            curve["loss"].append(value)
-            curve["action_loss"].append(action_loss)
-            curve["text_loss"].append(text_loss)
-            step_times.append(time.perf_counter() - tick)
-            progress.update(
-                task,
-                advance=1,
-                description=f"fine-tuning (epoch {epoch + 1}, loss {value:.3f}, action {action_loss:.3f})",
-            )
-            if (step + 1) % save_every == 0 or step + 1 == total:
-                save_state(step + 1)
-            if on_step is not None:
-                on_step(step + 1, value)
+    train_steps(
+        lambda chosen: _loss(model, _batch([train[i] for i in chosen], states, eot, settings.action_weight)),
+        optimizer,
+        scheduler,
+        params,
+        settings,
+        orders=orders,
+        per_epoch=per_epoch,
+        steps=range(start, total),
+        curve=curve,
+        step_times=step_times,
+        save_state=save_state,
+        save_every=save_every,
+        on_step=on_step,
+        console=console,
+        show_progress=show_progress,
+        title="fine-tuning",
+    )
 
     merge_lora(model)
     model.eval()

@@ -64,6 +64,7 @@ from speech_hands.training.finetune import (
     _target_text,
     action_scores,
     read_records,
+    train_steps,
 )
 from speech_hands.types import ACTION_TOKENS, Action, Hypothesis, ToolOutput
 
@@ -328,7 +329,6 @@ def finetune_llm(
     from rich.console import Console
 
     from speech_hands.backends.llm_weights import load_causal_lm
-    from speech_hands.progress import progress_bar
 
     console = console or Console(stderr=True)
     data_dir, out_dir = Path(data), Path(out)
@@ -419,33 +419,24 @@ def finetune_llm(
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.train()
-    with progress_bar(console, disable=not show_progress) as progress:
-        task = progress.add_task("fine-tuning the text reflector", total=total, completed=start)
-        for step in range(start, total):
-            tick = time.perf_counter()
-            epoch, index = divmod(step, per_epoch)
-            chosen = orders[epoch][index * settings.batch_size : (index + 1) * settings.batch_size]
-            loss, action_loss, text_loss = _loss(model, _batch([train[i] for i in chosen], pad, settings.action_weight))
-            value = float(loss.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-            curve["lr"].append(scheduler.get_last_lr()[0])
-            optimizer.step()
-            scheduler.step()
-            curve["loss"].append(value)
-            curve["action_loss"].append(action_loss)
-            curve["text_loss"].append(text_loss)
-            step_times.append(time.perf_counter() - tick)
-            progress.update(
-                task,
-                advance=1,
-                description=f"fine-tuning (epoch {epoch + 1}, loss {value:.3f}, action {action_loss:.3f})",
-            )
-            if (step + 1) % save_every == 0 or step + 1 == total:
-                save_state(step + 1)
-            if on_step is not None:
-                on_step(step + 1, value)
+    train_steps(
+        lambda chosen: _loss(model, _batch([train[i] for i in chosen], pad, settings.action_weight)),
+        optimizer,
+        scheduler,
+        params,
+        settings,
+        orders=orders,
+        per_epoch=per_epoch,
+        steps=range(start, total),
+        curve=curve,
+        step_times=step_times,
+        save_state=save_state,
+        save_every=save_every,
+        on_step=on_step,
+        console=console,
+        show_progress=show_progress,
+        title="fine-tuning the text reflector",
+    )
 
     if settings.lora:
         model = model.merge_and_unload()
