@@ -6,15 +6,17 @@ rotating from one utterance to the next), each with empty encoder-state and scor
 change on the machine then hits every configuration alike, and the ratios to base come from the same
 minutes. The configurations:
 
-- **base alone**: ``FasterWhisperASR.transcribe`` with Whisper base, 5-best, beam 5 (the reference);
-- **perception only**: base and tiny.en 5-best in two threads, called directly (the floor any agent
-  with both tools pays);
+- **base alone**: ``FasterWhisperASR.transcribe`` with Whisper base, 5-best, beam 5, CTranslate2's
+  default threads (the reference; on 2 cores as fast as 2 threads, and faster than 1);
+- **perception only**: base and tiny.en 5-best in two threads, called directly, each with the
+  agent's share of the cores (the floor any agent with both tools pays);
 - **agent, confidence baseline**: ``SpeechHands.default(policy="confidence")`` (the default before
   the learned reflector);
 - **agent, fast (default)**: ``SpeechHands.default()``: the learned reflector with the posterior from the
   tools' own N-best scores, no scoring pass (``reflector-fast-v1.json``);
-- **agent, fast, 1 thread per model**: the same with ``cpu_threads=1`` for base and tiny.en (the two
-  run at the same time; on 2 cores one thread each avoids two OpenMP teams contending for them);
+- **agent, fast, CTranslate2's default threads**: the same with ``cpu_threads=0`` for base and tiny.en
+  (the default until this table: two OpenMP teams of CTranslate2's default size contend for the cores;
+  the default ``"auto"`` gives each model an even share instead);
 - **agent, full + gate**: the scoring-pass artifact, its pass skipped when the tools agree (``gate = 3``);
 - **agent, full**: ``SpeechHands.default(reflector="full")``: prompted re-decode, every candidate scored
   under both Whisper models (``reflector-v1.json``; the default until this table).
@@ -54,12 +56,12 @@ from rich.table import Table
 
 from speech_hands import SpeechHands
 from speech_hands.audio import AudioInput
-from speech_hands.backends.faster_whisper import FasterWhisperASR
+from speech_hands.backends.faster_whisper import FasterWhisperASR, threads_per_model
 from speech_hands.metrics.wer import corpus_wer
 
 HERE = Path(__file__).parent
-EMBEDDED_PREDICTOR = {"kind": "faster-whisper", "model": "bundled:base", "cpu_threads": 0}
-EXTERNAL = [{"kind": "faster-whisper", "model": "bundled:tiny.en", "cpu_threads": 0}]
+EMBEDDED_PREDICTOR = {"kind": "faster-whisper", "model": "bundled:base", "cpu_threads": "auto"}
+EXTERNAL = [{"kind": "faster-whisper", "model": "bundled:tiny.en", "cpu_threads": "auto"}]
 
 
 @dataclass
@@ -134,7 +136,7 @@ def cv_wers(records_path: Path) -> dict[str, float]:
         "perception only": full.systems["internal (whisper-base)"].wer,
         "agent, confidence baseline": full.systems["agent (confidence baseline + alignment vote)"].wer,
         "agent, fast (default)": fast.systems[agent].wer,
-        "agent, fast, 1 thread per model": fast.systems[agent].wer,
+        "agent, fast, CTranslate2's default threads": fast.systems[agent].wer,
         "agent, full + gate": 100.0 * gated_errors / max(1, words),
         "agent, full": full.systems[agent].wer,
     }
@@ -151,17 +153,18 @@ def main() -> None:
 
     audios, refs = load_dev(args.data, args.limit)
     audio_s = sum(a.ref.duration_s for a in audios)
+    share = threads_per_model(2)  # what the default agent gives each of its two models
     base = FasterWhisperASR(model="bundled:base", name="whisper-base", cpu_threads=0)
-    tiny = FasterWhisperASR(model="bundled:tiny.en", name="whisper-tiny.en", cpu_threads=0)
-    base_1 = FasterWhisperASR(model="bundled:base", name="whisper-base", cpu_threads=1)  # the 1-thread agent's
-    tiny_1 = FasterWhisperASR(model="bundled:tiny.en", name="whisper-tiny.en", cpu_threads=1)
+    base_shared = FasterWhisperASR(model="bundled:base", name="whisper-base", cpu_threads=share)
+    tiny_shared = FasterWhisperASR(model="bundled:tiny.en", name="whisper-tiny.en", cpu_threads=share)
+    tiny = FasterWhisperASR(model="bundled:tiny.en", name="whisper-tiny.en", cpu_threads=0)  # the old default's
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="perceive")
 
     def base_alone(audio: AudioInput) -> tuple[str, str | None, list]:
         return base.transcribe(audio, n_best=5)[0].text, None, []
 
     def perception(audio: AudioInput) -> tuple[str, str | None, list]:
-        futures = [pool.submit(m.transcribe, audio, 5) for m in (base, tiny)]
+        futures = [pool.submit(m.transcribe, audio, 5) for m in (base_shared, tiny_shared)]
         outputs = [future.result() for future in futures]
         return outputs[0][0].text, None, []
 
@@ -181,7 +184,7 @@ def main() -> None:
         agents = {
             "agent, confidence baseline": SpeechHands.default(policy="confidence", trace_db=db("confidence")),
             "agent, fast (default)": SpeechHands.default(trace_db=db("fast")),
-            "agent, fast, 1 thread per model": SpeechHands.default(cpu_threads=1, trace_db=db("fast1")),
+            "agent, fast, CTranslate2's default threads": SpeechHands.default(cpu_threads=0, trace_db=db("fast0")),
             "agent, full + gate": gated,
             "agent, full": SpeechHands.default(reflector="full", trace_db=db("full")),
         }
@@ -191,7 +194,7 @@ def main() -> None:
             run.call(audios[0])
         for k, audio in enumerate(track(audios, description="every configuration, interleaved", console=console)):
             for run in runs[k % len(runs) :] + runs[: k % len(runs)]:
-                for model in (base, tiny, base_1, tiny_1):
+                for model in (base, tiny, base_shared, tiny_shared):
                     model.encoder_cache.clear()
                 _clear(run.agent)
                 started = time.perf_counter()
@@ -236,13 +239,14 @@ def main() -> None:
     figures = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()} ({platform.processor() or 'cpu'}), {os.cpu_count()} cores",
+        "threads_per_model": share,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "utterances": len(audios),
         "audio_s": round(audio_s, 1),
         "records": str(args.records) if args.records else None,
         "rows": rows,
         # the thread count must not change the N-best lists, hence the decisions (the CV row assumes so)
-        "fast_1_thread_answers_differing": sum(
+        "fast_thread_settings_answers_differing": sum(
             a != b for a, b in zip(*(r.answers for r in runs if r.name.startswith("agent, fast")))
         ),
         # the gate's live effect with the shipped full artifact: utterances gated, answers changed by it
@@ -297,9 +301,11 @@ def write_markdown(path: Path, f: dict) -> None:
 ## Cost and accuracy: the Pareto table (`benchmarks/cost.py`)
 
 {f["date"]}, {f["machine"]}, {f["utterances"]} LibriSpeech test-other utterances ({f["audio_s"]} s of audio),
-faster-whisper int8, 5-best (beam 5) for both tools, cpu_threads=0. One run: every configuration on every
-utterance, interleaved (rotating order, caches emptied before each call), so the ratios come from the
-same minutes; load average at the end {f["load_average_at_end"]} (other work shares these 2 cores).
+faster-whisper int8, 5-best (beam 5) for both tools; the agents and "perception only" give each model
+{f["threads_per_model"]} CTranslate2 thread(s) (the default `cpu_threads="auto"`: an even share of the cores), "base
+alone" runs with CTranslate2's default. One run: every configuration on every utterance, interleaved
+(rotating order, caches emptied before each call), so the ratios come from the same minutes; load
+average at the end {f["load_average_at_end"]}.
 
 | configuration | wall (s) | RTF | RTFx | x base (median per utterance) | WER % (this run) | CV WER % | Pareto |
 |---|---|---|---|---|---|---|---|
@@ -308,7 +314,8 @@ same minutes; load average at the end {f["load_average_at_end"]} (other work sha
 RTF = processing seconds / audio seconds; RTFx = total audio seconds / total processing seconds (the
 Open ASR leaderboard's definition). WER in this run is in-sample for the learned artifacts (trained on
 these utterances). CV WER: leave-one-speaker-out cross-validation of each decision on the recipe's
-cached records of these 60 utterances ({f["records"] or "not given"}), by the recipe's code; "full +
+cached records of these 60 utterances (`--records`: `speech-hands train-reflector --work-dir DIR` writes
+`DIR/records.jsonl`), by the recipe's code; "full +
 gate" = the full agent's held-out answers with the internal top-1 wherever the gate holds. Pareto: no
 other row has both a lower CV WER and a lower RTF.
 
@@ -319,8 +326,8 @@ the parallel branches):
 |---|{"---|" * len(nodes)}
 {profile}
 
-Actions: {actions}. Answers of the 1-thread fast agent that differ from the default's:
-{f["fast_1_thread_answers_differing"]} of {f["utterances"]}. The gate skipped the full artifact's scoring pass on
+Actions: {actions}. Answers of the fast agent with CTranslate2's default threads that differ from the
+default's: {f["fast_thread_settings_answers_differing"]} of {f["utterances"]}. The gate skipped the full artifact's scoring pass on
 {f["full_gated"]} utterances; answers of "full + gate" that differ from "full": {f["full_gate_answers_differing"]}.
 <!-- cost:end -->"""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"

