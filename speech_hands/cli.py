@@ -623,11 +623,20 @@ _register_subcommands()
 def main() -> None:
     """Console entry point: user-actionable errors print one clear line, not a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    code: int | str | None = 0
     try:
         app()
     except SpeechHandsError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}")  # "[llm]" in a message is text, not markup
-        sys.exit(2)
+        code = 2
+    except SystemExit as exc:
+        code = exc.code
+    if isinstance(code, int) or code is None:
+        # a tool call that timed out may still run native code: wait for it, keeping the exit code
+        from speech_hands.graphs.calls import exit_process
+
+        exit_process(code or 0)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ never keeping the process alive)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from doubles import CountingRewriter, FixedASR, ScriptedPolicy
-from helpers import write_wav
+from helpers import dev_flac, write_wav
 
 from speech_hands import Action, AgentConfig, SpeechHands
 from speech_hands.backends.composed import ComposedOmni
@@ -131,6 +132,7 @@ def test_a_hanging_tool_cannot_exhaust_the_agent(speech_like):
 
 
 def test_the_process_exits_while_a_tool_hangs(tmp_path):
+    tests_dir = os.pathsep.join(str(p) for p in Path(__file__).resolve().parents[1:3])
     script = tmp_path / "hang.py"
     script.write_text(
         "import threading, numpy as np\n"
@@ -147,16 +149,17 @@ def test_the_process_exits_while_a_tool_hangs(tmp_path):
         "t = np.arange(16000) / 16000\n"
         "print(agent.invoke(audio_from_array((0.2 * np.sin(2 * np.pi * 220 * t)).astype('float32'), 16000)).answer)\n"
     )
-    tests_dir = str(Path(__file__).resolve().parents[1])
     done = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PYTHONPATH": tests_dir, "PATH": ""},
+        env={"PYTHONPATH": tests_dir, "PATH": "", "SPEECH_HANDS_EXIT_GRACE_S": "0.5"},
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "hello"
+    # it waited (briefly) for the hung call, said so, and then exited anyway
+    assert "exiting with 1 timed-out tool call(s) still running" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -176,3 +179,71 @@ def test_an_implausible_candidate_is_set_aside_with_a_note(garbage, speech_like)
     assert [h.text for h in garbled.hypotheses] == EXTERNAL_TEXT[1:] and garbled.hypotheses[0].rank == 0
     assert result.answer == EXTERNAL_TEXT[1]  # <external> takes the tool's best plausible candidate
     assert any("implausible candidate" in note for note in result.notes)
+
+
+LONG_DECODE = (
+    "import sys, numpy as np, soundfile as sf\n"
+    "from speech_hands.audio import audio_from_array\n"
+    "from speech_hands.backends.faster_whisper import FasterWhisperASR\n"
+    "from speech_hands.graphs.calls import ToolCalls, ToolTimeout\n"
+    "samples = np.concatenate([sf.read(p, dtype='float32')[0] for p in sys.argv[2:]])[: 29 * 16000]\n"
+    "models = [FasterWhisperASR(model=m, cpu_threads=1) for m in ('bundled:base', 'bundled:tiny.en')]\n"
+    "calls = ToolCalls()\n"
+    "for i, model in enumerate(models):\n"
+    "    model.load()\n"
+    "    try:\n"
+    "        calls.call(f'asr{i}', model.transcribe, audio_from_array(samples, 16000), 5, timeout_s=float(sys.argv[1]))\n"
+    "    except ToolTimeout:\n"
+    "        print('timed out', flush=True)\n"
+    "sys.exit(3)\n"
+)
+
+
+def _run_python(script: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``script`` in a fresh interpreter importing this checkout (and the tests' helpers)."""
+    here = Path(__file__).resolve()
+    path = os.pathsep.join([str(here.parents[2]), str(here.parents[1])])
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": path, **env},
+    )
+
+
+def _dev_files(n: int = 3) -> list[str]:
+    return [str(dev_flac(uid)) for uid in ("1688-142285-0000", "1688-142285-0001", "1688-142285-0002")[:n]]
+
+
+@pytest.mark.parametrize("timeout_s", [0.05, 1.0])
+def test_a_native_call_that_timed_out_does_not_crash_the_exit(tmp_path, timeout_s):
+    """Two CTranslate2 decodes still running when the process ended used to crash it (status 139, or
+    134: "terminate called without an active exception"), losing its exit code: the exit now waits
+    for them and keeps the code."""
+    script = tmp_path / "decode.py"
+    script.write_text(LONG_DECODE)
+    done = _run_python(script, str(timeout_s), *_dev_files())
+    assert done.stdout.split() == ["timed", "out", "timed", "out"]
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "waiting up to 10 s for 2 tool call(s) that timed out" in done.stderr
+
+
+def test_the_cli_keeps_its_exit_code_when_a_timed_out_call_outlives_the_wait(tmp_path):
+    """Every tool times out on a 29 s turn: it gets no answer, so the code is 1; with no wait at
+    all the CLI ends without finalising the interpreter, and still exits 1."""
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        "[agent]\ntool_timeout_s = 0.05\ntrace_db = ':memory:'\n[omni]\nkind = 'embedded'\nreflector = 'auto'\n"
+        "[omni.predictor]\nkind = 'faster-whisper'\nmodel = 'bundled:base'\n"
+        "[[external]]\nkind = 'faster-whisper'\nmodel = 'bundled:tiny.en'\n"
+    )
+    import soundfile as sf
+
+    samples = np.concatenate([sf.read(p, dtype="float32")[0] for p in _dev_files()])[: 29 * 16_000]
+    audio = write_wav(tmp_path / "long.wav", samples)
+    cli = tmp_path / "cli.py"
+    cli.write_text("from speech_hands.cli import main\nmain()\n")
+    done = _run_python(cli, "chat", str(audio), "--config", str(config), SPEECH_HANDS_EXIT_GRACE_S="0")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "without finalising the interpreter" in done.stderr
