@@ -59,7 +59,9 @@ def train_worker(name: str, data: str, out: str, steps: int) -> dict:
     from speech_hands.training.finetune_llm import finetune_llm, is_llm_spec
 
     model, lora = TRAINING[name]
-    settings = FinetuneSettings(model=model, lora=lora, max_steps=steps, epochs=1)
+    records = sum(1 for line in (Path(data) / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
+    epochs = max(1, -(-steps * 8 // records))  # enough passes over the records for ``steps`` steps of 8
+    settings = FinetuneSettings(model=model, lora=lora, max_steps=steps, epochs=epochs)
     started = time.perf_counter()
     if is_llm_spec(model):
         metrics = finetune_llm(data, out, settings, fresh=True, show_progress=False, evaluate_train=False)
@@ -202,7 +204,8 @@ def markdown(f: dict) -> str:
         return "-" if t["encoder_states_s"] is None else f"{t['encoder_states_s']:.1f}"
 
     train_rows = "\n".join(
-        f"| {name} | {t['step_time_s']:.2f} | {1 / t['step_time_s']:.3f} | {states(t)} | {t['peak_rss_gb']:.2f} |"
+        f"| {name} | {t['steps']} | {t['step_time_s']:.2f} | {1 / t['step_time_s']:.3f} | {states(t)} | "
+        f"{t['peak_rss_gb']:.2f} |"
         for name, t in f["training"].items()
     )
     latency_rows = "\n".join(
@@ -213,13 +216,13 @@ def markdown(f: dict) -> str:
     return f"""<!-- training:start -->
 ## Fine-tuning cost and reflection latency (`benchmarks/training.py`)
 
-{f["date"]}, {f["machine"]}, PyTorch on CPU (float32). Training: {f["steps"]} optimisation steps of
-batch 8 on the first {f["records"]} records of an `export-sft` folder of LibriSpeech dev utterances,
-each fine-tune in a fresh process; the Whisper runs first compute the encoder states of their audio
-once (frozen encoder).
+{f["date"]}, {f["machine"]}, PyTorch on CPU (float32). Training: optimisation steps of batch 8 on the
+first {f["records"]} records of an `export-sft` folder of LibriSpeech dev utterances (mean time per step, the
+first included), each fine-tune in a fresh process; the Whisper runs first compute the encoder states
+of their audio once (frozen encoder).
 
-| fine-tune | s per step | steps/s | encoder-state pass (s) | peak RSS (GB) |
-|---|---|---|---|---|
+| fine-tune | steps | s per step | steps/s | encoder-state pass (s) | peak RSS (GB) |
+|---|---|---|---|---|---|
 {train_rows}
 
 Reflection latency: the agent with each reflector on the same {f["utterances"]} utterances after one
