@@ -138,7 +138,10 @@ def test_the_page_data_cannot_close_its_script_element(shared_data, tmp_path):
 
 def test_ui_prints_its_url_serves_and_stops_on_ctrl_c(eval_run):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "speech_hands.cli", "ui", "--trace-db", str(eval_run.db), "--port", "0"]
+    # Ctrl-C must reach the command even when this test runs in the background: a shell starts
+    # background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN (no KeyboardInterrupt)
+    cli = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from speech_hands.cli import main; main()"
+    cmd = [sys.executable, "-c", cli, "ui", "--trace-db", str(eval_run.db), "--port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         line = proc.stdout.readline()
